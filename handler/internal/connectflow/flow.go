@@ -1,0 +1,387 @@
+// Package connectflow owns the connect flow: single-use connect sessions for
+// a CMS user, the PKCE verifier and a state bound to the browser, the
+// return-URL allowlist, and the callback that turns a code into a stored
+// connection. It knows nothing of net/http or Microsoft's wire format: the
+// httpapi package adapts requests, and the Identity interface hides
+// Microsoft.
+package connectflow
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/rs/zerolog"
+
+	"github.com/megdocs/msconnector/handler/internal/connection"
+)
+
+// Lifetimes. Microsoft's codes live about 10 minutes; our links no longer.
+const (
+	SessionTTL = 10 * time.Minute
+	StateTTL   = 10 * time.Minute
+)
+
+// Identity is the part of Microsoft the flow needs.
+type Identity interface {
+	AuthCodeURL(state, verifier, loginHint string) string
+	Exchange(ctx context.Context, code, verifier string) (connection.Grant, error)
+	// Profile reads Graph /me with the new access token: Email and
+	// DisplayName are filled; ID/TenantID come from the id_token.
+	Profile(ctx context.Context, accessToken string) (connection.Account, error)
+}
+
+// Service runs the connect flow. Safe for concurrent use.
+type Service struct {
+	Store     connection.Store
+	Pending   connection.PendingStore
+	Identity  Identity
+	Allowlist *Allowlist
+	Events    connection.Publisher
+	// PublicBaseURL prefixes connect_url (no trailing slash).
+	PublicBaseURL string
+	Log           zerolog.Logger
+	Now           func() time.Time
+	Rand          io.Reader // crypto/rand when nil
+}
+
+// InputError is a bad request from the CMS: a contract error code and a
+// human message. Nothing was changed.
+type InputError struct {
+	Code    string // invalid_request, return_url_not_allowed
+	Message string
+}
+
+func (e *InputError) Error() string { return "connectflow: " + e.Code + ": " + e.Message }
+
+// ErrLinkInvalid: the connect link is unknown, used or expired.
+var ErrLinkInvalid = errors.New("connectflow: connect link is unknown, used or expired")
+
+// ErrStateInvalid: the callback's state is unknown, used, expired or not
+// this browser's.
+var ErrStateInvalid = errors.New("connectflow: state is unknown, used, expired or not bound to this browser")
+
+// SessionRequest is the CMS's POST /api/connect-sessions body.
+type SessionRequest struct {
+	UserID    string
+	ReturnURL string
+	LoginHint string
+}
+
+// Session is what the CMS gets back.
+type Session struct {
+	ConnectURL string
+	ExpiresAt  time.Time
+}
+
+// ValidateUserID applies the contract: 1-256 bytes of UTF-8, no control
+// characters, not "." or "..".
+func ValidateUserID(id string) error {
+	switch {
+	case id == "":
+		return &InputError{"invalid_request", "user_id is required"}
+	case len(id) > 256:
+		return &InputError{"invalid_request", "user_id is longer than 256 bytes"}
+	case !utf8.ValidString(id):
+		return &InputError{"invalid_request", "user_id is not valid UTF-8"}
+	case id == "." || id == "..":
+		return &InputError{"invalid_request", "user_id cannot be . or .."}
+	}
+	for _, r := range id {
+		if r < 0x20 || (r >= 0x7f && r <= 0x9f) {
+			return &InputError{"invalid_request", "user_id contains a control character"}
+		}
+	}
+	return nil
+}
+
+// CreateSession starts a connect flow for one CMS user.
+func (s *Service) CreateSession(ctx context.Context, req SessionRequest) (Session, error) {
+	if err := ValidateUserID(req.UserID); err != nil {
+		return Session{}, err
+	}
+	if req.ReturnURL == "" {
+		return Session{}, &InputError{"invalid_request", "return_url is required"}
+	}
+	if !s.Allowlist.Allowed(req.ReturnURL) {
+		return Session{}, &InputError{"return_url_not_allowed", "return_url does not start with an allowed prefix (ALLOWED_RETURN_URLS)"}
+	}
+	if len(req.LoginHint) > 320 || strings.ContainsFunc(req.LoginHint, func(r rune) bool { return r < 0x20 || r == 0x7f }) || !utf8.ValidString(req.LoginHint) {
+		return Session{}, &InputError{"invalid_request", "login_hint must be at most 320 bytes of text"}
+	}
+	token, id, err := s.newToken()
+	if err != nil {
+		return Session{}, err
+	}
+	now := s.now()
+	p := connection.Pending{
+		Kind: connection.PendingSession, ID: id, UserID: req.UserID,
+		ReturnURL: req.ReturnURL, LoginHint: req.LoginHint,
+		CreatedAt: now, ExpiresAt: now.Add(SessionTTL),
+	}
+	if err := s.Pending.PutPending(ctx, p); err != nil {
+		return Session{}, fmt.Errorf("connectflow: store session: %w", err)
+	}
+	s.Log.Info().Str("event", "connect_session_created").Str("user_id", req.UserID).Msg("connect session created")
+	return Session{
+		ConnectURL: s.PublicBaseURL + "/api/connect?session=" + url.QueryEscape(token),
+		ExpiresAt:  p.ExpiresAt,
+	}, nil
+}
+
+// Begin is what the browser's GET /api/connect does.
+type Begin struct {
+	AuthURL string
+	// Cookie is the browser-binding secret to set as the state cookie.
+	Cookie    string
+	ExpiresAt time.Time
+}
+
+// BeginConnect consumes the connect session (exactly once, even when two
+// requests race for it) and prepares Microsoft's authorize URL with a fresh
+// state and PKCE verifier.
+func (s *Service) BeginConnect(ctx context.Context, sessionToken string) (Begin, error) {
+	id, ok := hashToken(sessionToken)
+	if !ok {
+		return Begin{}, ErrLinkInvalid
+	}
+	sess, err := s.Pending.GetPending(ctx, connection.PendingSession, id)
+	if errors.Is(err, connection.ErrNotFound) {
+		return Begin{}, ErrLinkInvalid
+	}
+	if err != nil {
+		return Begin{}, fmt.Errorf("connectflow: read session: %w", err)
+	}
+	now := s.now()
+	if sess.Used || !now.Before(sess.ExpiresAt) {
+		return Begin{}, ErrLinkInvalid
+	}
+	if err := s.Pending.MarkUsed(ctx, sess); err != nil {
+		if errors.Is(err, connection.ErrConflict) || errors.Is(err, connection.ErrNotFound) {
+			return Begin{}, ErrLinkInvalid // another request won the race
+		}
+		return Begin{}, fmt.Errorf("connectflow: use session: %w", err)
+	}
+
+	state, stateID, err := s.newToken()
+	if err != nil {
+		return Begin{}, err
+	}
+	cookie, cookieHash, err := s.newToken()
+	if err != nil {
+		return Begin{}, err
+	}
+	verifier, _, err := s.newToken() // 43 chars of base64url: RFC 7636 §4.1
+	if err != nil {
+		return Begin{}, err
+	}
+	st := connection.Pending{
+		Kind: connection.PendingState, ID: stateID, UserID: sess.UserID,
+		ReturnURL: sess.ReturnURL, LoginHint: sess.LoginHint, Verifier: verifier,
+		BrowserHash: cookieHash, CreatedAt: now, ExpiresAt: now.Add(StateTTL),
+	}
+	if err := s.Pending.PutPending(ctx, st); err != nil {
+		return Begin{}, fmt.Errorf("connectflow: store state: %w", err)
+	}
+	s.Log.Info().Str("event", "connect_started").Str("user_id", sess.UserID).Msg("sending the browser to Microsoft")
+	return Begin{AuthURL: s.Identity.AuthCodeURL(state, verifier, sess.LoginHint), Cookie: cookie, ExpiresAt: st.ExpiresAt}, nil
+}
+
+// Callback is what Microsoft sent back, plus the browser's state cookie.
+type Callback struct {
+	Code, State, Error, ErrorDescription string
+	Cookie                               string
+}
+
+// Reasons the CMS may see on microsoft=error (contract).
+const (
+	ReasonAccessDenied    = "access_denied"
+	ReasonConsentRequired = "consent_required"
+	ReasonExchangeFailed  = "exchange_failed"
+	ReasonServerError     = "server_error"
+)
+
+// CompleteConnect validates the state against the browser's cookie, consumes
+// it, exchanges the code, reads the account and stores the connection. It
+// returns where to send the browser. ErrStateInvalid means: 400 page, no
+// redirect, nothing stored.
+func (s *Service) CompleteConnect(ctx context.Context, cb Callback) (string, error) {
+	st, err := s.takeState(ctx, cb)
+	if err != nil {
+		return "", err
+	}
+	log := s.Log.With().Str("user_id", st.UserID).Logger()
+	fail := func(reason string, err error, fields func(*zerolog.Event) *zerolog.Event) (string, error) {
+		ev := log.Warn().Str("event", "oauth_failed").Str("reason", reason)
+		if fields != nil {
+			ev = fields(ev)
+		}
+		if err != nil {
+			ev = ev.AnErr("error", err)
+		}
+		ev.Msg("connect failed")
+		return withResult(st.ReturnURL, url.Values{"microsoft": {"error"}, "reason": {reason}}), nil
+	}
+
+	if cb.Error != "" {
+		reason := ReasonServerError
+		switch cb.Error {
+		case "access_denied":
+			reason = ReasonAccessDenied
+		case "consent_required", "interaction_required":
+			reason = ReasonConsentRequired
+		}
+		return fail(reason, nil, func(e *zerolog.Event) *zerolog.Event {
+			// error is one of RFC 6749's codes; the description may name
+			// the user, so only the code is logged.
+			return e.Str("code", truncate(cb.Error, 64))
+		})
+	}
+	if cb.Code == "" {
+		return fail(ReasonServerError, errors.New("callback has neither code nor error"), nil)
+	}
+
+	grant, err := s.Identity.Exchange(ctx, cb.Code, st.Verifier)
+	if err != nil {
+		reason := ReasonExchangeFailed
+		if connection.CodeOf(err, "") == "consent_required" || connection.CodeOf(err, "") == "interaction_required" {
+			reason = ReasonConsentRequired
+		}
+		return fail(reason, err, func(e *zerolog.Event) *zerolog.Event {
+			return e.Str("class", connection.ClassOf(err).String()).Str("code", connection.CodeOf(err, "exchange_failed"))
+		})
+	}
+	acct, err := s.Identity.Profile(ctx, grant.AccessToken)
+	if err != nil {
+		return fail(ReasonServerError, err, nil)
+	}
+	acct.ID, acct.TenantID = grant.Account.ID, grant.Account.TenantID
+
+	now := s.now()
+	c := connection.Connection{
+		UserID: st.UserID, Status: connection.StatusConnected, Account: acct,
+		Scopes: grant.Scopes, AccessToken: grant.AccessToken, RefreshToken: grant.RefreshToken,
+		AccessTokenExpiresAt: grant.ExpiresAt, ConnectedAt: now, LastRefreshedAt: now, LastUsedAt: now,
+	}
+	if c.RefreshToken == "" {
+		return fail(ReasonExchangeFailed, errors.New("Microsoft returned no refresh token: is offline_access among MICROSOFT_SCOPES?"), nil)
+	}
+	previous, err := s.save(ctx, c)
+	if err != nil {
+		return fail(ReasonServerError, err, nil)
+	}
+	typ := connection.EventConnected
+	if previous == connection.StatusReconnectRequired {
+		typ = connection.EventRecovered
+	}
+	s.Events.Publish(connection.Event{Type: typ, UserID: c.UserID, At: now, Account: &acct})
+	log.Info().Str("event", "connected").Str("account_id", acct.ID).Str("tenant_id", acct.TenantID).Msg("connection stored")
+	return withResult(st.ReturnURL, url.Values{"microsoft": {"connected"}}), nil
+}
+
+// takeState checks the state and the browser's cookie BEFORE consuming it,
+// so a request without the right cookie cannot burn the user's state.
+func (s *Service) takeState(ctx context.Context, cb Callback) (connection.Pending, error) {
+	id, ok := hashToken(cb.State)
+	if !ok {
+		return connection.Pending{}, ErrStateInvalid
+	}
+	st, err := s.Pending.GetPending(ctx, connection.PendingState, id)
+	if errors.Is(err, connection.ErrNotFound) {
+		return connection.Pending{}, ErrStateInvalid
+	}
+	if err != nil {
+		return connection.Pending{}, fmt.Errorf("connectflow: read state: %w", err)
+	}
+	cookieHash, ok := hashToken(cb.Cookie)
+	if !ok || !constantTimeEqual(cookieHash, st.BrowserHash) || st.Used || !s.now().Before(st.ExpiresAt) {
+		return connection.Pending{}, ErrStateInvalid
+	}
+	if err := s.Pending.MarkUsed(ctx, st); err != nil {
+		if errors.Is(err, connection.ErrConflict) || errors.Is(err, connection.ErrNotFound) {
+			return connection.Pending{}, ErrStateInvalid
+		}
+		return connection.Pending{}, fmt.Errorf("connectflow: use state: %w", err)
+	}
+	return st, nil
+}
+
+// save creates or replaces the user's connection, conditional on the ETag,
+// and returns the status it replaced ("" when new).
+func (s *Service) save(ctx context.Context, c connection.Connection) (connection.Status, error) {
+	for attempt := 0; attempt < 5; attempt++ {
+		old, err := s.Store.Get(ctx, c.UserID)
+		switch {
+		case errors.Is(err, connection.ErrNotFound):
+			c.ETag = ""
+			if _, err := s.Store.Create(ctx, c); err == nil {
+				return "", nil
+			} else if !errors.Is(err, connection.ErrConflict) {
+				return "", fmt.Errorf("connectflow: create connection: %w", err)
+			}
+		case err != nil:
+			return "", fmt.Errorf("connectflow: read connection: %w", err)
+		default:
+			c.ETag = old.ETag
+			if _, err := s.Store.Update(ctx, c); err == nil {
+				return old.Status, nil
+			} else if !errors.Is(err, connection.ErrConflict) && !errors.Is(err, connection.ErrNotFound) {
+				return "", fmt.Errorf("connectflow: update connection: %w", err)
+			}
+		}
+		// Someone wrote in between (a sweep, another tab): read again.
+	}
+	return "", fmt.Errorf("connectflow: save connection: %w", connection.ErrConflict)
+}
+
+// newToken returns a bearer token with 256 bits of randomness and the hex
+// SHA-256 under which it is stored: the store never sees the token.
+func (s *Service) newToken() (token, id string, err error) {
+	r := s.Rand
+	if r == nil {
+		r = rand.Reader
+	}
+	b := make([]byte, 32)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return "", "", fmt.Errorf("connectflow: randomness: %w", err)
+	}
+	token = base64.RawURLEncoding.EncodeToString(b)
+	id, _ = hashToken(token)
+	return token, id, nil
+}
+
+// hashToken hashes a token the browser brought back; malformed tokens are
+// rejected before any store access.
+func hashToken(token string) (string, bool) {
+	if len(token) != 43 {
+		return "", false
+	}
+	if _, err := base64.RawURLEncoding.DecodeString(token); err != nil {
+		return "", false
+	}
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:]), true
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}

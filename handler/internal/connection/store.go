@@ -1,0 +1,99 @@
+package connection
+
+import (
+	"context"
+	"time"
+)
+
+// Store keeps connections. Implementations seal tokens at rest and make every
+// update conditional on the ETag. They must be safe for concurrent use.
+// tablestore implements it; its conformance suite (tablestore/storetest)
+// runs against every implementation.
+type Store interface {
+	// Get returns the connection with its tokens, or ErrNotFound.
+	Get(ctx context.Context, userID string) (Connection, error)
+	// Create stores a new connection; ErrConflict if one exists.
+	Create(ctx context.Context, c Connection) (Connection, error)
+	// Update replaces c if its stored ETag still equals c.ETag: ErrConflict
+	// if it changed, ErrNotFound if it is gone. Returns c with its new ETag.
+	// Tokens are sealed again with the current key.
+	Update(ctx context.Context, c Connection) (Connection, error)
+	// Delete removes the connection; nil if there was none.
+	Delete(ctx context.Context, userID string) error
+	// List returns one page of connections WITHOUT tokens (status fields
+	// only), in no particular order; across pages each appears exactly once.
+	List(ctx context.Context, q ListQuery) (Page, error)
+}
+
+// ListQuery selects a page. Cursor is opaque and comes from a previous Page.
+type ListQuery struct {
+	Status Status // empty: any
+	Limit  int    // 1..1000
+	Cursor string
+}
+
+// Page is one page of a listing. NextCursor is empty on the last page.
+type Page struct {
+	Connections []Connection
+	NextCursor  string
+}
+
+// ErrBadCursor: a cursor this service did not issue (or for another query).
+var ErrBadCursor = errorString("bad cursor")
+
+type errorString string
+
+func (e errorString) Error() string { return string(e) }
+
+// PendingKind tells a connect session from an OAuth state.
+type PendingKind string
+
+const (
+	// PendingSession is created by POST /api/connect-sessions and consumed
+	// by GET /api/connect.
+	PendingSession PendingKind = "session"
+	// PendingState is created by GET /api/connect and consumed by the
+	// callback.
+	PendingState PendingKind = "state"
+)
+
+// Pending is a single-use connect session or OAuth state. Only a hash of the
+// token the browser carries is stored (ID). Verifier is sealed at rest.
+type Pending struct {
+	Kind        PendingKind
+	ID          string // hex SHA-256 of the bearer token (session or state)
+	UserID      string
+	ReturnURL   string
+	LoginHint   string
+	Verifier    string // PKCE code_verifier (states only); sealed at rest
+	BrowserHash string // hex SHA-256 of the browser-binding cookie (states only)
+	CreatedAt   time.Time
+	ExpiresAt   time.Time
+	Used        bool
+	ETag        string
+}
+
+// String never prints the verifier.
+func (p Pending) String() string {
+	return "pending{kind:" + string(p.Kind) + " user_id:" + p.UserID + " used:" + boolStr(p.Used) + " verifier:" + boolStr(p.Verifier != "") + "}"
+}
+
+func boolStr(b bool) string {
+	if b {
+		return "true"
+	}
+	return "false"
+}
+
+// PendingStore keeps connect sessions and states (table connectsessions).
+type PendingStore interface {
+	// PutPending stores a new pending entry; ErrConflict if the ID exists.
+	PutPending(ctx context.Context, p Pending) error
+	// GetPending returns the entry or ErrNotFound.
+	GetPending(ctx context.Context, kind PendingKind, id string) (Pending, error)
+	// MarkUsed sets Used on p if its ETag is unchanged: of two racing
+	// callers exactly one succeeds, the other gets ErrConflict.
+	MarkUsed(ctx context.Context, p Pending) error
+	// DeleteExpired removes entries that expired before t; returns how many.
+	DeleteExpired(ctx context.Context, t time.Time) (int, error)
+}

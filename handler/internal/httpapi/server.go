@@ -1,0 +1,174 @@
+// Package httpapi is the connector's HTTP surface: every route of the
+// contract registered in one place, thin handlers (decode, call the domain,
+// encode), the CMS key check, and the one mapping from domain errors to the
+// contract's status codes and error JSON. Business rules live elsewhere.
+package httpapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/megdocs/msconnector/handler/internal/config"
+	"github.com/megdocs/msconnector/handler/internal/connectflow"
+	"github.com/megdocs/msconnector/handler/internal/connection"
+	"github.com/megdocs/msconnector/handler/internal/tokens"
+)
+
+// MaxBody is the contract's request body limit.
+const MaxBody = 64 << 10
+
+// StateCookie carries the browser-binding secret from /api/connect to the
+// callback.
+const StateCookie = "msconnect_state"
+
+// CMSKeys returns the accepted CMS API keys: the current one and, while
+// rotating, the previous one (empty when none). An error means the current
+// key cannot be read (503 not_configured).
+type CMSKeys func(ctx context.Context) (current, previous string, err error)
+
+// Server holds the handlers' dependencies. Fields may be nil when their
+// settings are missing; the routes that need them then answer 503.
+type Server struct {
+	Config  config.Config
+	Flow    *connectflow.Service
+	Tokens  *tokens.Service
+	Store   connection.Store
+	Events  connection.Publisher
+	Keys    CMSKeys
+	Refresh http.Handler // POST /refresh (the timer), speaking the host protocol
+	Log     zerolog.Logger
+	Now     func() time.Time
+}
+
+// Handler returns the routes. Every route of the contract is here and only
+// here; the infra cross-check test reads these patterns.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	storage := []config.Area{config.AreaStorage}
+	ms := []config.Area{config.AreaStorage, config.AreaMicrosoft}
+
+	// The host polls GET / until it answers: never wait for anything.
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+
+	mux.Handle("POST /api/connect-sessions", s.cms(s.needs(append(ms, config.AreaReturnURLs), s.createSession)))
+	mux.Handle("GET /api/connect", s.browser(s.needs(ms, s.connect)))
+	mux.Handle("GET /api/callback", s.browser(s.needs(ms, s.callback)))
+	mux.Handle("GET /api/connections", s.cms(s.needs(storage, s.listConnections)))
+	mux.Handle("GET /api/connections/{user_id}", s.cms(s.needs(storage, s.getConnection)))
+	mux.Handle("DELETE /api/connections/{user_id}", s.cms(s.needs(storage, s.deleteConnection)))
+	mux.Handle("POST /api/connections/{user_id}/token", s.cms(s.needs(append(ms, config.AreaRefresh), s.token)))
+	mux.Handle("POST /refresh", s.needs(append(ms, config.AreaRefresh), s.Refresh.ServeHTTP))
+
+	// Anything else under /api is a JSON 404, not the mux's text.
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSONError(w, http.StatusNotFound, "not_found", "no such route")
+	})
+	return s.logged(recoverer(s.Log, mux))
+}
+
+// needs answers 503 not_configured while a setting the route depends on is
+// missing or malformed (the start-up log names it).
+func (s *Server) needs(areas []config.Area, h http.HandlerFunc) http.HandlerFunc {
+	missing := s.Config.Missing(areas...)
+	if len(missing) == 0 {
+		return h
+	}
+	names := make([]string, 0, len(missing))
+	for _, p := range missing {
+		names = append(names, p.Setting)
+	}
+	msg := "the service is not configured: see the log for " + strings.Join(dedupe(names), ", ")
+	return func(w http.ResponseWriter, r *http.Request) {
+		writeJSONError(w, http.StatusServiceUnavailable, "not_configured", msg)
+	}
+}
+
+// cms requires the CMS's Bearer key, compared in constant time against the
+// current and the previous key.
+func (s *Server) cms(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		if s.Keys == nil {
+			writeJSONError(w, http.StatusServiceUnavailable, "not_configured", "the CMS API key is not configured")
+			return
+		}
+		current, previous, err := s.Keys(r.Context())
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		given, ok := bearer(r.Header.Get("Authorization"))
+		if !ok || !keyMatches(given, current, previous) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="megdocs-microsoft-connector"`)
+			writeJSONError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong CMS API key")
+			return
+		}
+		h(w, r)
+	}
+}
+
+// browser sets the headers every browser-facing response carries: nothing
+// cached, no Referer leaking codes or states to the next site.
+func (s *Server) browser(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Referrer-Policy", "no-referrer")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("X-Frame-Options", "DENY")
+		h(w, r)
+	}
+}
+
+func bearer(h string) (string, bool) {
+	const prefix = "bearer "
+	if len(h) <= len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
+		return "", false
+	}
+	return strings.TrimSpace(h[len(prefix):]), true
+}
+
+// keyMatches compares digests so neither the keys' lengths nor the position
+// of the first difference leak; both keys are always compared.
+func keyMatches(given, current, previous string) bool {
+	g := sha256.Sum256([]byte(given))
+	c := sha256.Sum256([]byte(current))
+	p := sha256.Sum256([]byte(previous))
+	okCurrent := subtle.ConstantTimeCompare(g[:], c[:]) & boolInt(current != "")
+	okPrevious := subtle.ConstantTimeCompare(g[:], p[:]) & boolInt(previous != "")
+	return okCurrent|okPrevious == 1
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func dedupe(in []string) []string {
+	seen := map[string]bool{}
+	out := in[:0]
+	for _, s := range in {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (s *Server) now() time.Time {
+	if s.Now != nil {
+		return s.Now().UTC()
+	}
+	return time.Now().UTC()
+}

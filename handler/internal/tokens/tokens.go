@@ -1,0 +1,356 @@
+// Package tokens hands out usable access tokens and refreshes connections.
+// It is the only code that redeems refresh tokens, for both the token API and
+// the timer's sweep, so the rules live in one place:
+//   - at most one refresh per user per instance at a time (single-flight);
+//   - every write is conditional on the ETag; a lost race re-reads and
+//     either adopts the winner's tokens or re-applies ours, so a rotated
+//     refresh token is never dropped;
+//   - Microsoft's failures are classified (connection.Class) and each class
+//     has exactly one outcome.
+//
+// It knows nothing of HTTP or Microsoft's wire format.
+package tokens
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/megdocs/msconnector/handler/internal/connection"
+)
+
+// Errors the token API maps to the contract.
+var (
+	// ErrNotConnected: 404 not_connected.
+	ErrNotConnected = errors.New("tokens: not connected")
+	// ErrReconnectRequired: 409 reconnect_required.
+	ErrReconnectRequired = errors.New("tokens: reconnect required")
+)
+
+// UnavailableError: Microsoft cannot refresh right now and the stored token
+// has expired (503 temporarily_unavailable with Retry-After).
+type UnavailableError struct {
+	RetryAfter time.Duration
+	Err        error
+}
+
+func (e *UnavailableError) Error() string {
+	return fmt.Sprintf("tokens: temporarily unavailable (retry after %s): %v", e.RetryAfter, e.Err)
+}
+func (e *UnavailableError) Unwrap() error { return e.Err }
+
+// ConfigurationError: our credentials or app registration are wrong (503
+// not_configured). No user is blamed.
+type ConfigurationError struct{ Err error }
+
+func (e *ConfigurationError) Error() string { return "tokens: configuration: " + e.Err.Error() }
+func (e *ConfigurationError) Unwrap() error { return e.Err }
+
+// DefaultRetryAfter is suggested when Microsoft gave no Retry-After.
+const DefaultRetryAfter = 30 * time.Second
+
+// Token is what the CMS gets: never the refresh token.
+type Token struct {
+	AccessToken string
+	ExpiresAt   time.Time
+	Scopes      []string
+}
+
+// Service is safe for concurrent use.
+type Service struct {
+	Store     connection.Store
+	Refresher connection.Refresher
+	Events    connection.Publisher
+	Policy    connection.Policy
+	Log       zerolog.Logger
+	Now       func() time.Time
+	// RefreshTimeout bounds one shared refresh, independent of the caller
+	// that started it (another caller may still be waiting for it).
+	RefreshTimeout time.Duration
+
+	flight singleflight.Group
+	// touching keeps at most one LastUsedAt write in flight per user.
+	touching sync.Map
+	bg       sync.WaitGroup
+}
+
+// Token returns a usable access token for userID, refreshing first when it
+// expires within the policy's margin.
+func (s *Service) Token(ctx context.Context, userID string) (Token, error) {
+	c, err := s.Store.Get(ctx, userID)
+	if errors.Is(err, connection.ErrNotFound) {
+		return Token{}, ErrNotConnected
+	}
+	if err != nil {
+		return Token{}, fmt.Errorf("tokens: read: %w", err)
+	}
+	if c.Status == connection.StatusReconnectRequired {
+		return Token{}, ErrReconnectRequired
+	}
+	now := s.now()
+	if !s.Policy.NeedsRefresh(c, now) {
+		s.touch(c, now)
+		return tokenOf(c), nil
+	}
+
+	needs := func(cur connection.Connection, now time.Time) bool { return s.Policy.NeedsRefresh(cur, now) }
+	res, err := s.refreshShared(ctx, userID, needs, true)
+	if err == nil && res.Outcome == Skipped && needs(res.Conn, s.now()) {
+		// We joined a sweep's flight that judged by the sweep's policy;
+		// ours is stricter, so fly once more.
+		res, err = s.refreshShared(ctx, userID, needs, true)
+	}
+	if err == nil {
+		return tokenOf(res.Conn), nil
+	}
+	switch {
+	case errors.Is(err, ErrNotConnected), errors.Is(err, ErrReconnectRequired):
+		return Token{}, err
+	}
+	// Configuration or transient: a token that is still valid is better
+	// than an error; the CMS only needs it for the next call.
+	if c.AccessTokenExpiresAt.After(now) {
+		return tokenOf(c), nil
+	}
+	var cfg *ConfigurationError
+	if errors.As(err, &cfg) {
+		return Token{}, err
+	}
+	ra, ok := connection.RetryAfterOf(err)
+	if !ok {
+		ra = DefaultRetryAfter
+	}
+	return Token{}, &UnavailableError{RetryAfter: ra, Err: err}
+}
+
+// Outcome of a refresh attempt, for the sweep's summary.
+type Outcome int
+
+const (
+	// Skipped: no longer due when re-read (someone refreshed it).
+	Skipped Outcome = iota
+	Refreshed
+	// MarkedReconnect: Microsoft refused the grant; status changed.
+	MarkedReconnect
+	TransientFailure
+	ConfigurationFailure
+)
+
+// Result of a refresh.
+type Result struct {
+	Outcome Outcome
+	Conn    connection.Connection
+}
+
+// RefreshIfDue is the sweep's entry: re-read the connection and refresh it
+// when the sweep policy still finds it due.
+func (s *Service) RefreshIfDue(ctx context.Context, userID string) (Outcome, error) {
+	res, err := s.refreshShared(ctx, userID, func(cur connection.Connection, now time.Time) bool {
+		return s.Policy.DueForSweep(cur, now)
+	}, false)
+	switch {
+	case err == nil:
+		return res.Outcome, nil
+	case errors.Is(err, ErrNotConnected):
+		return Skipped, nil
+	case errors.Is(err, ErrReconnectRequired):
+		return MarkedReconnect, nil
+	}
+	var cfg *ConfigurationError
+	if errors.As(err, &cfg) {
+		return ConfigurationFailure, err
+	}
+	return TransientFailure, err
+}
+
+// refreshShared runs one refresh per user per instance; concurrent callers
+// share its result. due is evaluated on a fresh read inside the flight.
+func (s *Service) refreshShared(ctx context.Context, userID string, due func(connection.Connection, time.Time) bool, used bool) (Result, error) {
+	ch := s.flight.DoChan(userID, func() (any, error) {
+		// Detached from the first caller: others may be waiting on it, and
+		// a refresh Microsoft already performed must be stored.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.refreshTimeout())
+		defer cancel()
+		return s.refresh(fctx, userID, due, used)
+	})
+	select {
+	case <-ctx.Done():
+		return Result{}, fmt.Errorf("tokens: %w", ctx.Err())
+	case r := <-ch:
+		if r.Err != nil {
+			return Result{}, r.Err
+		}
+		return r.Val.(Result), nil
+	}
+}
+
+func (s *Service) refresh(ctx context.Context, userID string, due func(connection.Connection, time.Time) bool, used bool) (Result, error) {
+	c, err := s.Store.Get(ctx, userID)
+	if errors.Is(err, connection.ErrNotFound) {
+		return Result{}, ErrNotConnected
+	}
+	if err != nil {
+		return Result{}, fmt.Errorf("tokens: read: %w", err)
+	}
+	if c.Status == connection.StatusReconnectRequired {
+		return Result{}, ErrReconnectRequired
+	}
+	if !due(c, s.now()) {
+		return Result{Outcome: Skipped, Conn: c}, nil // another instance did it
+	}
+	log := s.Log.With().Str("user_id", userID).Logger()
+	grant, err := s.Refresher.Refresh(ctx, c.RefreshToken)
+	if err != nil {
+		return s.failed(ctx, log, c, err)
+	}
+	now := s.now()
+	for attempt := 0; ; attempt++ {
+		next := apply(c, grant, now, used)
+		saved, err := s.Store.Update(ctx, next)
+		if err == nil {
+			log.Info().Str("event", "refreshed").Time("access_token_expires_at", saved.AccessTokenExpiresAt).Msg("token refreshed")
+			return Result{Outcome: Refreshed, Conn: saved}, nil
+		}
+		if !errors.Is(err, connection.ErrConflict) || attempt >= 4 {
+			if errors.Is(err, connection.ErrNotFound) {
+				// Disconnected while we refreshed: the user asked for the
+				// tokens to be gone, so ours are dropped too.
+				return Result{}, ErrNotConnected
+			}
+			// The old row is intact and its refresh token still works
+			// (Microsoft does not revoke it on rotation).
+			log.Error().Str("event", "refresh_failed").Str("class", "transient").Err(err).Msg("could not store the refreshed token")
+			return Result{}, fmt.Errorf("tokens: store refreshed token: %w", err)
+		}
+		cur, gerr := s.Store.Get(ctx, userID)
+		if errors.Is(gerr, connection.ErrNotFound) {
+			return Result{}, ErrNotConnected
+		}
+		if gerr != nil {
+			return Result{}, fmt.Errorf("tokens: re-read after conflict: %w", gerr)
+		}
+		if cur.RefreshToken != c.RefreshToken || cur.ConnectedAt != c.ConnectedAt {
+			// Another instance refreshed (or the user reconnected): its
+			// tokens are at least as new as ours. Adopt them.
+			if cur.Status == connection.StatusReconnectRequired {
+				return Result{}, ErrReconnectRequired
+			}
+			return Result{Outcome: Skipped, Conn: cur}, nil
+		}
+		// Only bookkeeping changed (LastUsedAt, say): re-apply our grant
+		// on the fresh row so the rotated refresh token is kept.
+		c = cur
+	}
+}
+
+// apply puts a grant on a connection. A missing refresh token keeps the old
+// one (Microsoft may omit it).
+func apply(c connection.Connection, g connection.Grant, now time.Time, used bool) connection.Connection {
+	c.AccessToken = g.AccessToken
+	if g.RefreshToken != "" {
+		c.RefreshToken = g.RefreshToken
+	}
+	c.AccessTokenExpiresAt = g.ExpiresAt
+	if len(g.Scopes) > 0 {
+		c.Scopes = g.Scopes
+	}
+	c.LastRefreshedAt = now
+	c.LastError = nil
+	if used {
+		c.LastUsedAt = now
+	}
+	return c
+}
+
+// failed turns a refresh error into its class's outcome.
+func (s *Service) failed(ctx context.Context, log zerolog.Logger, c connection.Connection, err error) (Result, error) {
+	class := connection.ClassOf(err)
+	code := connection.CodeOf(err, "refresh_failed")
+	switch class {
+	case connection.ClassReconnectRequired:
+		log.Warn().Str("event", "refresh_failed").Str("class", class.String()).Str("code", code).Err(err).Msg("Microsoft refused the refresh token: the user must connect again")
+		if err := s.markReconnect(ctx, c, code); err != nil {
+			return Result{}, err
+		}
+		return Result{Outcome: MarkedReconnect}, ErrReconnectRequired
+	case connection.ClassConfiguration:
+		log.Error().Str("event", "refresh_failed").Str("class", class.String()).Str("code", code).Err(err).Msg("Microsoft rejected our app credentials or registration; no connection is blamed")
+		return Result{Outcome: ConfigurationFailure}, &ConfigurationError{Err: err}
+	default:
+		ev := log.Warn().Str("event", "refresh_failed").Str("class", class.String()).Str("code", code).Err(err)
+		if ra, ok := connection.RetryAfterOf(err); ok {
+			ev = ev.Float64("retry_after_s", ra.Seconds())
+		}
+		ev.Msg("refresh failed for now; status unchanged")
+		return Result{Outcome: TransientFailure}, fmt.Errorf("tokens: refresh: %w", err)
+	}
+}
+
+// markReconnect sets reconnect_required, conditional on the ETag. If the row
+// changed meanwhile (the user reconnected, another instance refreshed with a
+// newer token), the newer row wins and is left alone.
+func (s *Service) markReconnect(ctx context.Context, c connection.Connection, code string) error {
+	now := s.now()
+	next := c
+	next.Status = connection.StatusReconnectRequired
+	next.LastError = &connection.LastError{Code: code, At: now}
+	if _, err := s.Store.Update(ctx, next); err != nil {
+		if errors.Is(err, connection.ErrConflict) || errors.Is(err, connection.ErrNotFound) {
+			return nil
+		}
+		return fmt.Errorf("tokens: mark reconnect_required: %w", err)
+	}
+	acct := c.Account
+	s.Events.Publish(connection.Event{Type: connection.EventReconnectRequired, UserID: c.UserID, At: now, Account: &acct, Reason: code})
+	return nil
+}
+
+// touch records that the CMS used the connection, at most every
+// UsageGranularity and off the request path: a token read must stay a
+// single Table read.
+func (s *Service) touch(c connection.Connection, now time.Time) {
+	if now.Sub(c.LastUsedAt) < connection.UsageGranularity {
+		return
+	}
+	if _, busy := s.touching.LoadOrStore(c.UserID, struct{}{}); busy {
+		return
+	}
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		defer s.touching.Delete(c.UserID)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c.LastUsedAt = now
+		// A conflict means someone else wrote: the usage mark is advisory.
+		if _, err := s.Store.Update(ctx, c); err != nil && !errors.Is(err, connection.ErrConflict) && !errors.Is(err, connection.ErrNotFound) {
+			s.Log.Debug().Str("user_id", c.UserID).Err(err).Msg("could not record token usage")
+		}
+	}()
+}
+
+// Wait waits for background usage writes (tests, shutdown).
+func (s *Service) Wait() { s.bg.Wait() }
+
+func tokenOf(c connection.Connection) Token {
+	return Token{AccessToken: c.AccessToken, ExpiresAt: c.AccessTokenExpiresAt, Scopes: c.Scopes}
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+func (s *Service) refreshTimeout() time.Duration {
+	if s.RefreshTimeout > 0 {
+		return s.RefreshTimeout
+	}
+	return 30 * time.Second
+}
