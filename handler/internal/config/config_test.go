@@ -92,7 +92,7 @@ func TestTenants(t *testing.T) {
 	for tenant, ok := range map[string]bool{
 		"common": true, "organizations": true, "consumers": true,
 		"72f988bf-86f1-41af-91ab-2d7cd011db47": true, "contoso.onmicrosoft.com": true,
-		"": true, // default
+		"":        true, // default
 		"contoso": false, "common/v2.0": false, "../common": false,
 	} {
 		m := valid()

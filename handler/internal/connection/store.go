@@ -55,6 +55,10 @@ const (
 	// PendingState is created by GET /api/connect and consumed by the
 	// callback.
 	PendingState PendingKind = "state"
+	// PendingNotice marks that a once-a-day notice (secret_expiring) was
+	// logged: its conditional create is what makes it once across
+	// instances. It carries no user and expires after two days.
+	PendingNotice PendingKind = "notice"
 )
 
 // Pending is a single-use connect session or OAuth state. Only a hash of the

@@ -59,14 +59,19 @@ func (s *Server) Handler() http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 
-	mux.Handle("POST /api/connect-sessions", s.cms(s.needs(append(ms, config.AreaReturnURLs), s.createSession)))
-	mux.Handle("GET /api/connect", s.browser(s.needs(ms, s.connect)))
-	mux.Handle("GET /api/callback", s.browser(s.needs(ms, s.callback)))
-	mux.Handle("GET /api/connections", s.cms(s.needs(storage, s.listConnections)))
-	mux.Handle("GET /api/connections/{user_id}", s.cms(s.needs(storage, s.getConnection)))
-	mux.Handle("DELETE /api/connections/{user_id}", s.cms(s.needs(storage, s.deleteConnection)))
-	mux.Handle("POST /api/connections/{user_id}/token", s.cms(s.needs(append(ms, config.AreaRefresh), s.token)))
-	mux.Handle("POST /refresh", s.needs(append(ms, config.AreaRefresh), s.Refresh.ServeHTTP))
+	flow, tok, store := s.Flow != nil, s.Tokens != nil, s.Store != nil
+	var refresh http.HandlerFunc
+	if s.Refresh != nil {
+		refresh = s.Refresh.ServeHTTP
+	}
+	mux.Handle("POST /api/connect-sessions", s.cms(s.needs(append(ms, config.AreaReturnURLs), flow, s.createSession)))
+	mux.Handle("GET /api/connect", s.browser(s.needs(ms, flow, s.connect)))
+	mux.Handle("GET /api/callback", s.browser(s.needs(ms, flow, s.callback)))
+	mux.Handle("GET /api/connections", s.cms(s.needs(storage, store, s.listConnections)))
+	mux.Handle("GET /api/connections/{user_id}", s.cms(s.needs(storage, store, s.getConnection)))
+	mux.Handle("DELETE /api/connections/{user_id}", s.cms(s.needs(storage, store, s.deleteConnection)))
+	mux.Handle("POST /api/connections/{user_id}/token", s.cms(s.needs(append(ms, config.AreaRefresh), tok, s.token)))
+	mux.Handle("POST /refresh", s.needs(append(ms, config.AreaRefresh), refresh != nil, refresh))
 
 	// Anything else under /api is a JSON 404, not the mux's text.
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
@@ -76,17 +81,21 @@ func (s *Server) Handler() http.Handler {
 }
 
 // needs answers 503 not_configured while a setting the route depends on is
-// missing or malformed (the start-up log names it).
-func (s *Server) needs(areas []config.Area, h http.HandlerFunc) http.HandlerFunc {
+// missing or malformed (the start-up log names it), or while the component
+// it calls could not be built (the start-up log says why).
+func (s *Server) needs(areas []config.Area, built bool, h http.HandlerFunc) http.HandlerFunc {
 	missing := s.Config.Missing(areas...)
-	if len(missing) == 0 {
+	if len(missing) == 0 && built {
 		return h
 	}
 	names := make([]string, 0, len(missing))
 	for _, p := range missing {
 		names = append(names, p.Setting)
 	}
-	msg := "the service is not configured: see the log for " + strings.Join(dedupe(names), ", ")
+	msg := "the service is not configured: see the start-up log"
+	if len(names) > 0 {
+		msg += " for " + strings.Join(dedupe(names), ", ")
+	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusServiceUnavailable, "not_configured", msg)
 	}

@@ -1,0 +1,87 @@
+package app
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/megdocs/msconnector/handler/internal/config"
+	"github.com/megdocs/msconnector/handler/internal/connection"
+	"github.com/megdocs/msconnector/handler/internal/events"
+	"github.com/megdocs/msconnector/handler/internal/msidentity"
+	"github.com/megdocs/msconnector/handler/internal/secrets"
+)
+
+// microsoft builds the identity client with the configured client
+// authentication: the client secret from the secrets source, or a
+// managed-identity assertion (no secret anywhere).
+func microsoft(cfg config.Config, d Deps, src secrets.Source) (*msidentity.Client, error) {
+	var cred msidentity.ClientCredential
+	switch cfg.ClientAuth {
+	case config.ClientAuthManagedIdentity:
+		if d.Credential != nil {
+			cred = msidentity.NewAssertionCredential(d.Credential, d.Now)
+		} else {
+			c, err := msidentity.NewManagedIdentityCredential(cfg.AzureClientID, d.HTTPClient, d.Now)
+			if err != nil {
+				return nil, err
+			}
+			cred = c
+		}
+	default:
+		cred = msidentity.NewSecretCredential(msidentity.SecretFunc(func(ctx context.Context, name string, reload bool) (string, error) {
+			read := src.Get
+			if reload {
+				read = src.Reload
+			}
+			s, err := read(ctx, name)
+			return s.Value, err
+		}))
+	}
+	return msidentity.New(msidentity.Config{
+		AuthorityHost: cfg.AuthorityHost, Tenant: cfg.Tenant, ClientID: cfg.ClientID,
+		RedirectURL: cfg.CallbackURL, GraphURL: cfg.GraphURL, Scopes: cfg.Scopes,
+		HTTPClient: d.HTTPClient, Now: d.Now, Credential: cred, Logger: d.Log,
+	})
+}
+
+// eventAdapter publishes domain events through the webhook publisher.
+type eventAdapter struct{ p *events.Publisher }
+
+func (a eventAdapter) Publish(e connection.Event) {
+	a.p.Publish(events.Event{Type: e.Type, UserID: e.UserID, At: e.At, Account: e.Account, Reason: e.Reason})
+}
+
+// expiryReminder logs secret_expiring once a day per secret version from 30
+// days before its Key Vault expiry. "Once" holds across instances and
+// restarts: the first sweep of the day wins a conditional insert in the
+// connectsessions table.
+func expiryReminder(src secrets.Source, pending connection.PendingStore, log zerolog.Logger, now func() time.Time) func(context.Context) error {
+	return func(ctx context.Context) error {
+		t := now().UTC()
+		day := t.Format("2006-01-02")
+		for _, e := range secrets.CheckExpiry(ctx, src, secrets.Names(), t, secrets.ExpiryWarning) {
+			sum := sha256.Sum256([]byte("secret_expiring|" + e.Name + "|" + e.Version + "|" + day))
+			err := pending.PutPending(ctx, connection.Pending{
+				Kind: connection.PendingNotice, ID: hex.EncodeToString(sum[:]),
+				CreatedAt: t, ExpiresAt: t.Add(48 * time.Hour),
+			})
+			if errors.Is(err, connection.ErrConflict) {
+				continue // already said today
+			}
+			ev := log.Warn()
+			if err != nil {
+				// Better twice than never: say it, and say why it may repeat.
+				ev = ev.AnErr("marker_error", err)
+			}
+			ev.Str("event", "secret_expiring").EmbedObject(e).
+				Msg(fmt.Sprintf("Key Vault secret %s expires on %s: rotate it (docs/operations.md)", e.Name, e.Expires.UTC().Format("2006-01-02")))
+		}
+		return nil
+	}
+}
