@@ -34,4 +34,34 @@ run: deps ## Run everything locally: Azurite, the Microsoft stand-in, the handle
 	$(GO) run ./handler/cmd/devrun
 
 # ---- infra (owned by the infra work) ----
+BICEP_FILES := $(shell find infra -name '*.bicep' -o -name '*.bicepparam' 2>/dev/null | sort)
+
+.PHONY: package
+package: ## Build dist/app.zip: host.json, handler (linux/amd64, static) and the function folders
+	$(GO) run ./handler/cmd/package -out dist/app.zip
+
+.PHONY: deploy
+deploy: package ## Deploy to Azure with the az CLI (infra/deploy.sh; RESOURCE_GROUP, LOCATION, DEPLOY_PARAMS)
+	infra/deploy.sh
+
+.PHONY: infra-check
+infra-check: $(NPM_STAMP) ## Check the Bicep: syntax (tree-sitter), then bicep build + lint when the Bicep CLI is on PATH
+	node infra/tools/bicepsyntax.cjs check $(BICEP_FILES)
+	@if command -v bicep >/dev/null 2>&1; then \
+		set -e; \
+		echo "==> bicep build + lint (Bicep CLI $$(bicep --version))"; \
+		bicep build infra/main.bicep --stdout >/dev/null; \
+		bicep build-params infra/main.bicepparam --stdout >/dev/null; \
+		bicep lint infra/main.bicep; \
+		for f in infra/modules/*.bicep; do bicep lint "$$f"; done; \
+	else \
+		echo "==> Bicep CLI not on PATH: skipped bicep build and lint (syntax only)."; \
+		echo "    Install it (https://aka.ms/bicep-install, or 'az bicep install' and use 'az bicep build') to check types and the Microsoft Graph extension."; \
+	fi
 # ---- end infra ----
+
+# ---- browser + CMS client (owned by the newcomer work) ----
+# ---- end browser + CMS client ----
+
+# ---- bench (owned by the benchmark work) ----
+# ---- end bench ----

@@ -1,0 +1,285 @@
+// Package devstack runs the whole product locally with no Azure account:
+// a real Azurite, the Microsoft stand-in (devidp), the real handler (the
+// same composition root Azure runs) and the demo CMS page. `make run`, the
+// browser test, the Python client test, the benchmarks and the load test
+// all start it, so they exercise one and the same wiring. Development only:
+// never packaged.
+package devstack
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/megdocs/msconnector/handler/internal/app"
+	"github.com/megdocs/msconnector/handler/internal/azurite"
+	"github.com/megdocs/msconnector/handler/internal/config"
+	"github.com/megdocs/msconnector/handler/internal/democms"
+	"github.com/megdocs/msconnector/handler/internal/devidp"
+)
+
+// ClientID is the stand-in's only application.
+const ClientID = "11111111-2222-4333-8444-555555555555"
+
+// Options choose ports (0: any free port) and extra settings.
+type Options struct {
+	HandlerPort, IdentityPort, CMSPort int
+	// TablesConnectionString: use this Table service instead of starting
+	// Azurite (a test binary that already runs one).
+	TablesConnectionString string
+	// Settings override the handler's settings (local.settings.json's
+	// Values, a test's REFRESH_MARGIN, ...). Real MICROSOFT_CLIENT_ID there
+	// means real Microsoft: the stand-in still runs, but the handler does
+	// not use it.
+	Settings map[string]string
+	// IdentityExpiresIn is the stand-in's access token lifetime.
+	IdentityExpiresIn time.Duration
+	// Logs receives every component's JSON lines (nil: discarded).
+	Logs io.Writer
+	// WithoutCMS skips the demo page.
+	WithoutCMS bool
+}
+
+// Stack is a running local system.
+type Stack struct {
+	HandlerURL, IdentityURL, CMSURL string
+	CMSKey                          string
+	// Settings is the handler's full environment (secrets included: for
+	// tests and the printed banner only).
+	Settings map[string]string
+	IDP      *devidp.Server
+	// RealMicrosoft: local.settings.json pointed the handler at Microsoft.
+	RealMicrosoft bool
+
+	azurite *azurite.Emulator
+	cancel  context.CancelFunc
+	done    chan error
+	servers []*http.Server
+}
+
+// Start brings everything up and returns once every part answers.
+func Start(ctx context.Context, o Options) (_ *Stack, err error) {
+	logs := o.Logs
+	if logs == nil {
+		logs = io.Discard
+	}
+	s := &Stack{done: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			s.Stop()
+		}
+	}()
+	hl, err := listen(o.HandlerPort)
+	if err != nil {
+		return nil, fmt.Errorf("devstack: handler port: %w", err)
+	}
+	il, err := listen(o.IdentityPort)
+	if err != nil {
+		hl.Close()
+		return nil, fmt.Errorf("devstack: Microsoft stand-in port: %w", err)
+	}
+	s.HandlerURL = "http://localhost:" + port(hl)
+	s.IdentityURL = "http://localhost:" + port(il)
+
+	tables := o.TablesConnectionString
+	if tables == "" {
+		em, err := azurite.Start(ctx, azurite.Options{})
+		if err != nil {
+			hl.Close()
+			il.Close()
+			return nil, fmt.Errorf("devstack: %w", err)
+		}
+		s.azurite = em
+		tables = em.ConnectionString()
+	}
+
+	clientSecret, cmsKey, encKey := random(32), random(32), base64.StdEncoding.EncodeToString(randomBytes(32))
+	env := map[string]string{
+		"FUNCTIONS_CUSTOMHANDLER_PORT": port(hl),
+		"TABLES_CONNECTION_STRING":     tables,
+		"MICROSOFT_CLIENT_ID":          ClientID,
+		"MICROSOFT_OAUTH_CALLBACK_URL": s.HandlerURL + "/api/callback",
+		"MICROSOFT_AUTHORITY_HOST":     s.IdentityURL,
+		"MICROSOFT_GRAPH_URL":          s.IdentityURL,
+		"MICROSOFT_CLIENT_AUTH":        config.ClientAuthSecret,
+		"MICROSOFT_CLIENT_SECRET":      clientSecret,
+		"TOKEN_ENCRYPTION_KEY":         encKey,
+		"CMS_API_KEY":                  cmsKey,
+	}
+	for k, v := range o.Settings {
+		env[k] = v
+	}
+	if id := o.Settings["MICROSOFT_CLIENT_ID"]; id != "" && id != ClientID {
+		s.RealMicrosoft = true
+		for _, k := range []string{"MICROSOFT_AUTHORITY_HOST", "MICROSOFT_GRAPH_URL"} {
+			if _, set := o.Settings[k]; !set {
+				delete(env, k)
+			}
+		}
+	}
+	s.Settings = env
+	s.CMSKey = env["CMS_API_KEY"]
+
+	cmsURL := ""
+	var cl net.Listener
+	if !o.WithoutCMS {
+		if cl, err = listen(o.CMSPort); err != nil {
+			hl.Close()
+			il.Close()
+			return nil, fmt.Errorf("devstack: demo CMS port: %w", err)
+		}
+		cmsURL = "http://localhost:" + port(cl)
+		if _, set := o.Settings["ALLOWED_RETURN_URLS"]; !set {
+			env["ALLOWED_RETURN_URLS"] = cmsURL + "/"
+		}
+	} else if _, set := o.Settings["ALLOWED_RETURN_URLS"]; !set {
+		env["ALLOWED_RETURN_URLS"] = "http://localhost/"
+	}
+	s.CMSURL = cmsURL
+
+	idp, err := devidp.New(devidp.Config{
+		ClientID: ClientID, ClientSecret: clientSecret, RedirectURL: s.HandlerURL + "/api/callback",
+		ExpiresIn: o.IdentityExpiresIn, Logger: component(logs, "devidp"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("devstack: %w", err)
+	}
+	s.IDP = idp
+	s.serve(il, idp)
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	cfg := config.Load(mapEnv(env))
+	go func() {
+		s.done <- app.Serve(runCtx, hl, cfg, app.Deps{Getenv: mapEnv(env), Log: component(logs, "handler")})
+	}()
+
+	if cl != nil {
+		graph := env["MICROSOFT_GRAPH_URL"]
+		if graph == "" {
+			graph = "https://graph.microsoft.com"
+		}
+		admin := ""
+		if !s.RealMicrosoft {
+			admin = s.IdentityURL + "/devidp/"
+		}
+		s.serve(cl, democms.New(democms.Options{
+			ConnectorURL: s.HandlerURL, SelfURL: cmsURL, CMSKey: s.CMSKey,
+			GraphURL: graph, IdentityAdminURL: admin,
+		}))
+	}
+	for _, u := range []string{s.HandlerURL + "/", s.IdentityURL + "/devidp/status", cmsURL + "/"} {
+		if u == "/" {
+			continue
+		}
+		if err := waitHTTP(ctx, u); err != nil {
+			return nil, fmt.Errorf("devstack: %s did not answer: %w", u, err)
+		}
+	}
+	return s, nil
+}
+
+// Stop ends everything Start started, Azurite included.
+func (s *Stack) Stop() {
+	if s.cancel != nil {
+		s.cancel()
+		<-s.done
+		s.cancel = nil
+	}
+	for _, hs := range s.servers {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = hs.Shutdown(ctx)
+		cancel()
+	}
+	s.servers = nil
+	if s.azurite != nil {
+		_ = s.azurite.Stop()
+		s.azurite = nil
+	}
+}
+
+// ReadLocalSettings returns local.settings.json's Values, or nil when the
+// file does not exist.
+func ReadLocalSettings(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var f struct {
+		Values map[string]string `json:"Values"`
+	}
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("devstack: %s: %w", path, err)
+	}
+	// Settings only the Functions host reads would confuse nothing, but
+	// AzureWebJobsStorage's development value is not ours to use.
+	delete(f.Values, "FUNCTIONS_WORKER_RUNTIME")
+	delete(f.Values, "AzureWebJobsStorage")
+	for k, v := range f.Values {
+		if strings.TrimSpace(v) == "" {
+			delete(f.Values, k)
+		}
+	}
+	return f.Values, nil
+}
+
+func (s *Stack) serve(l net.Listener, h http.Handler) {
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	s.servers = append(s.servers, hs)
+	go func() { _ = hs.Serve(l) }()
+}
+
+func listen(p int) (net.Listener, error) {
+	return net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+}
+
+func port(l net.Listener) string {
+	return fmt.Sprint(l.Addr().(*net.TCPAddr).Port)
+}
+
+func mapEnv(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func component(w io.Writer, name string) zerolog.Logger {
+	return zerolog.New(w).With().Timestamp().Str("component", name).Logger()
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand never fails on Linux; a failure is fatal
+	}
+	return b
+}
+
+func random(n int) string { return base64.RawURLEncoding.EncodeToString(randomBytes(n)) }
+
+func waitHTTP(ctx context.Context, url string) error {
+	c := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := c.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
