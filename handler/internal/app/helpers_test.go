@@ -1,0 +1,198 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/megdocs/msconnector/handler/internal/azurite"
+	"github.com/megdocs/msconnector/handler/internal/devstack"
+)
+
+func TestMain(m *testing.M) { os.Exit(azurite.RunTests(m)) }
+
+// logBuffer collects every component's JSON lines for assertions.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// events returns the log lines whose "event" is name.
+func (l *logBuffer) events(name string) []map[string]any {
+	var out []map[string]any
+	for _, line := range strings.Split(l.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["event"] == name {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+type stack struct {
+	*devstack.Stack
+	logs *logBuffer
+}
+
+// start runs the whole product on free ports with its own Azurite (so a
+// listing sees only this test's connections).
+func start(t *testing.T, settings map[string]string) *stack {
+	t.Helper()
+	if os.Getenv(azurite.SkipEnv) == "1" {
+		t.Skip("SKIP_AZURITE=1")
+	}
+	logs := &logBuffer{}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := devstack.Start(ctx, devstack.Options{Settings: settings, Logs: logs, WithoutCMS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.Stop()
+		if t.Failed() {
+			t.Logf("logs:\n%s", logs.String())
+		}
+	})
+	return &stack{Stack: s, logs: logs}
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r response) json(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.body, &m); err != nil {
+		t.Fatalf("body is not JSON: %v\n%s", err, r.body)
+	}
+	return m
+}
+
+func (r response) errorCode(t *testing.T) string {
+	t.Helper()
+	m := r.json(t)
+	if _, ok := m["message"].(string); !ok {
+		t.Errorf("error body has no message: %s", r.body)
+	}
+	code, _ := m["error"].(string)
+	return code
+}
+
+var noRedirect = &http.Client{
+	Timeout:       30 * time.Second,
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
+func do(t *testing.T, c *http.Client, method, u, key string, body []byte) response {
+	t.Helper()
+	req, err := http.NewRequest(method, u, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return response{resp.StatusCode, resp.Header, b}
+}
+
+// cms calls the CMS API with the right key.
+func (s *stack) cms(t *testing.T, method, path string, body any) response {
+	t.Helper()
+	var b []byte
+	if body != nil {
+		var err error
+		if b, err = json.Marshal(body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return do(t, noRedirect, method, s.HandlerURL+path, s.CMSKey, b)
+}
+
+const returnURL = "http://localhost/settings/?tab=microsoft"
+
+// session creates a connect session and returns its connect_url.
+func (s *stack) session(t *testing.T, userID string) string {
+	t.Helper()
+	r := s.cms(t, http.MethodPost, "/api/connect-sessions", map[string]string{"user_id": userID, "return_url": returnURL})
+	if r.status != http.StatusCreated {
+		t.Fatalf("connect-sessions: %d %s", r.status, r.body)
+	}
+	return r.json(t)["connect_url"].(string)
+}
+
+// browser is a user agent with a cookie jar that does not follow redirects.
+type browser struct {
+	*http.Client
+}
+
+func newBrowser(t *testing.T) browser {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	return browser{&http.Client{Jar: jar, Timeout: 30 * time.Second, CheckRedirect: noRedirect.CheckRedirect}}
+}
+
+// begin opens the connect link and returns Microsoft's authorize URL.
+func (b browser) begin(t *testing.T, connectURL string) *url.URL {
+	t.Helper()
+	r := do(t, b.Client, http.MethodGet, connectURL, "", nil)
+	if r.status != http.StatusFound {
+		t.Fatalf("GET connect_url: %d %s", r.status, r.body)
+	}
+	u, err := url.Parse(r.header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// connect runs the whole flow for userID as account and returns where the
+// callback sent the browser.
+func (s *stack) connect(t *testing.T, userID, account string) *url.URL {
+	t.Helper()
+	b := newBrowser(t)
+	auth := b.begin(t, s.session(t, userID))
+	cb, err := s.IDP.SignIn(context.Background(), nil, auth.String(), account)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := do(t, b.Client, http.MethodGet, cb.String(), "", nil)
+	if r.status != http.StatusFound {
+		t.Fatalf("callback: %d %s", r.status, r.body)
+	}
+	u, _ := url.Parse(r.header.Get("Location"))
+	return u
+}
