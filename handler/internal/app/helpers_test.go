@@ -194,5 +194,8 @@ func (s *stack) connect(t *testing.T, userID, account string) *url.URL {
 		t.Fatalf("callback: %d %s", r.status, r.body)
 	}
 	u, _ := url.Parse(r.header.Get("Location"))
+	if u.Query().Get("microsoft") != "connected" && account != "" {
+		t.Fatalf("connect %q as %s: %s", userID, account, u)
+	}
 	return u
 }

@@ -49,6 +49,9 @@ type Options struct {
 	Logs io.Writer
 	// WithoutCMS skips the demo page.
 	WithoutCMS bool
+	// HTTPClient is the handler's outgoing client (nil: the production
+	// one); tests shorten its timeout to provoke timeouts.
+	HTTPClient *http.Client
 }
 
 // Stack is a running local system.
@@ -162,7 +165,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	s.cancel = cancel
 	cfg := config.Load(mapEnv(env))
 	go func() {
-		s.done <- app.Serve(runCtx, hl, cfg, app.Deps{Getenv: mapEnv(env), Log: component(logs, "handler")})
+		s.done <- app.Serve(runCtx, hl, cfg, app.Deps{Getenv: mapEnv(env), Log: component(logs, "handler"), HTTPClient: o.HTTPClient})
 	}()
 
 	if cl != nil {
