@@ -1,0 +1,355 @@
+package secrets
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+
+	"github.com/megdocs/msconnector/handler/internal/sealing"
+)
+
+// vaultStandIn speaks the part of the Key Vault REST protocol the connector
+// uses, over HTTPS on 127.0.0.1: the 401 bearer challenge for a request
+// without a token, then GET /secrets/{name}/{version}?api-version=... with
+// the managed identity's token.
+type vaultStandIn struct {
+	srv *httptest.Server
+
+	mu       sync.Mutex
+	versions map[string]map[string]standInVersion
+	current  map[string]string
+	status   map[string]int // forced answer per secret name
+	// What the server saw.
+	challenges int      // requests without Authorization
+	reads      []string // authorized request paths
+	problems   []string
+}
+
+type standInVersion struct {
+	value string
+	exp   int64 // unix seconds; 0: none
+}
+
+func newVaultStandIn(t *testing.T) *vaultStandIn {
+	t.Helper()
+	v := &vaultStandIn{versions: map[string]map[string]standInVersion{}, current: map[string]string{}, status: map[string]int{}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /secrets/{name}/{version...}", v.getSecret)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		v.mu.Lock()
+		v.problems = append(v.problems, "unexpected request "+r.Method+" "+r.URL.Path)
+		v.mu.Unlock()
+		http.NotFound(w, r)
+	})
+	v.srv = httptest.NewTLSServer(mux)
+	t.Cleanup(v.srv.Close)
+	t.Cleanup(func() {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		for _, p := range v.problems {
+			t.Errorf("key vault stand-in: %s", p)
+		}
+	})
+	return v
+}
+
+func (v *vaultStandIn) put(name, version, value string, exp time.Time) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.versions[name] == nil {
+		v.versions[name] = map[string]standInVersion{}
+	}
+	sv := standInVersion{value: value}
+	if !exp.IsZero() {
+		sv.exp = exp.Unix()
+	}
+	v.versions[name][version] = sv
+	v.current[name] = version
+}
+
+func (v *vaultStandIn) force(name string, status int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if status == 0 {
+		delete(v.status, name)
+		return
+	}
+	v.status[name] = status
+}
+
+func (v *vaultStandIn) seen() (challenges int, reads []string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.challenges, append([]string(nil), v.reads...)
+}
+
+func (v *vaultStandIn) getSecret(w http.ResponseWriter, r *http.Request) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if r.URL.Query().Get("api-version") == "" {
+		v.problems = append(v.problems, "request without api-version: "+r.URL.String())
+	}
+	auth := r.Header.Get("Authorization")
+	if auth == "" {
+		v.challenges++
+		w.Header().Set("WWW-Authenticate", `Bearer authorization="https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47", resource="https://vault.azure.net"`)
+		writeKVError(w, http.StatusUnauthorized, "Unauthorized", "AKV10000: Request is missing a Bearer or PoP token.")
+		return
+	}
+	if auth != "Bearer "+identityToken {
+		v.problems = append(v.problems, fmt.Sprintf("Authorization = %q", auth))
+		writeKVError(w, http.StatusUnauthorized, "Unauthorized", "AKV10032: Invalid issuer.")
+		return
+	}
+	v.reads = append(v.reads, r.URL.Path)
+	name, version := r.PathValue("name"), r.PathValue("version")
+	switch v.status[name] {
+	case 0:
+	case http.StatusForbidden:
+		writeKVError(w, http.StatusForbidden, "Forbidden", "Caller is not authorized to perform action on resource. Action: 'Microsoft.KeyVault/vaults/secrets/getSecret/action'")
+		return
+	default:
+		writeKVError(w, v.status[name], "Error", "forced")
+		return
+	}
+	if version == "" {
+		version = v.current[name]
+	}
+	sv, ok := v.versions[name][version]
+	if !ok {
+		writeKVError(w, http.StatusNotFound, "SecretNotFound", fmt.Sprintf("A secret with (name/id) %s was not found in this key vault.", name))
+		return
+	}
+	attrs := map[string]any{"enabled": true, "created": 1764000000, "updated": 1764000000, "recoveryLevel": "Recoverable+Purgeable"}
+	if sv.exp != 0 {
+		attrs["exp"] = sv.exp
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"value":      sv.value,
+		"id":         v.srv.URL + "/secrets/" + name + "/" + version,
+		"attributes": attrs,
+	})
+}
+
+func writeKVError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
+}
+
+// newE2E builds a KeyVault exactly as production does (managed identity
+// credential, the SDK's challenge policy and pipeline) against the stand-ins.
+func newE2E(t *testing.T, v *vaultStandIn, c *clock, logs *logBuffer) *KeyVault {
+	t.Helper()
+	cred, err := azidentity.NewManagedIdentityCredential(nil)
+	if err != nil {
+		t.Fatalf("managed identity credential: %v", err)
+	}
+	kv, err := NewKeyVault(v.srv.URL, cred, KeyVaultOptions{
+		Now:                                  c.Now,
+		Transport:                            v.srv.Client(),
+		Retry:                                policy.RetryOptions{MaxRetries: 1, RetryDelay: 10 * time.Millisecond},
+		DisableChallengeResourceVerification: true, // 127.0.0.1 cannot end with .vault.azure.net
+		Logger:                               logs.logger(),
+	})
+	if err != nil {
+		t.Fatalf("NewKeyVault: %v", err)
+	}
+	return kv
+}
+
+func assertIdentityUsedCorrectly(t *testing.T) {
+	t.Helper()
+	identity.mu.Lock()
+	defer identity.mu.Unlock()
+	if identity.requests == 0 {
+		t.Error("the managed identity endpoint was never asked for a token")
+	}
+	for _, p := range identity.problems {
+		t.Errorf("identity stand-in: %s", p)
+	}
+	for _, r := range identity.resources {
+		if r != vaultResource {
+			t.Errorf("token asked for resource %q, want %q", r, vaultResource)
+		}
+	}
+}
+
+func TestKeyVaultEndToEnd(t *testing.T) {
+	v := newVaultStandIn(t)
+	exp := time.Date(2027, 3, 1, 0, 0, 0, 0, time.UTC)
+	v.put(ClientSecret, ver1, "e2e-client-secret", exp)
+	v.put(CMSAPIKey, ver1, "e2e-cms-key", time.Time{})
+	logs := &logBuffer{}
+	t.Cleanup(func() { logs.assertNoValues(t, "e2e-client-secret", "e2e-cms-key") })
+	c := newClock()
+
+	kv := newE2E(t, v, c, logs)
+	if ch, reads := v.seen(); ch != 0 || len(reads) != 0 {
+		t.Fatalf("construction contacted Key Vault (%d challenges, reads %v)", ch, reads)
+	}
+
+	s, err := kv.Get(context.Background(), ClientSecret)
+	if err != nil {
+		t.Fatalf("Get: %v", err)
+	}
+	if s.Value != "e2e-client-secret" || s.Version != ver1 || !s.Expires.Equal(exp) {
+		t.Errorf("Get = %s (value ok %t), want version %s expiring %s", s, s.Value == "e2e-client-secret", ver1, exp)
+	}
+	challenges, reads := v.seen()
+	if challenges != 1 {
+		t.Errorf("%d challenge round trips, want 1 (the SDK learns the authority once)", challenges)
+	}
+	if want := []string{"/secrets/" + ClientSecret + "/"}; fmt.Sprint(reads) != fmt.Sprint(want) {
+		t.Errorf("authorized reads %v, want %v", reads, want)
+	}
+	assertIdentityUsedCorrectly(t)
+
+	// Cached: no request. Another secret: straight in with the token.
+	if _, err := kv.Get(context.Background(), ClientSecret); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := kv.Get(context.Background(), CMSAPIKey); err != nil || s.Value != "e2e-cms-key" || !s.Expires.IsZero() {
+		t.Fatalf("Get(cms-api-key) = %s, %v", s, err)
+	}
+	challenges, reads = v.seen()
+	if challenges != 1 || len(reads) != 2 {
+		t.Errorf("after two more Gets: %d challenges, reads %v; want 1 and two reads", challenges, reads)
+	}
+
+	// Rotation in the vault is seen after the TTL, without a restart.
+	v.put(ClientSecret, ver2, "e2e-client-secret-2", time.Time{})
+	c.Advance(DefaultTTL)
+	if s, err := kv.Get(context.Background(), ClientSecret); err != nil || s.Version != ver2 || s.Value != "e2e-client-secret-2" {
+		t.Errorf("after the TTL: %s, %v; want version %s", s, err, ver2)
+	}
+	logs.assertNoValues(t, "e2e-client-secret-2")
+}
+
+func TestKeyVaultEndToEndFailures(t *testing.T) {
+	v := newVaultStandIn(t)
+	v.put(ClientSecret, ver1, "e2e-client-secret", time.Time{})
+	logs := &logBuffer{}
+	t.Cleanup(func() { logs.assertNoValues(t, "e2e-client-secret") })
+	c := newClock()
+	kv := newE2E(t, v, c, logs)
+	ctx := context.Background()
+
+	// Never read and missing: not configured, with the command to fix it.
+	_, err := kv.Get(ctx, WebhookSecret)
+	var nc *NotConfiguredError
+	if !errors.As(err, &nc) || !strings.Contains(nc.Reason, "az keyvault secret set") || !strings.Contains(nc.Reason, v.srv.URL) {
+		t.Errorf("missing secret: err = %v, want not configured with the az command and the vault", err)
+	}
+	var re *azcore.ResponseError
+	if !errors.As(err, &re) || re.StatusCode != http.StatusNotFound || re.ErrorCode != "SecretNotFound" {
+		t.Errorf("missing secret: the 404 SecretNotFound answer is not unwrappable from %v", err)
+	}
+
+	// Never read and forbidden: not configured, naming the role.
+	v.force(CMSAPIKey, http.StatusForbidden)
+	_, err = kv.Get(ctx, CMSAPIKey)
+	if !errors.As(err, &nc) || nc.Name != CMSAPIKey || !strings.Contains(nc.Reason, "Key Vault Secrets User") {
+		t.Errorf("forbidden secret: err = %v, want not configured naming the role", err)
+	}
+
+	// Read once, then forbidden (role removed): the last good value, a warning.
+	if _, err := kv.Get(ctx, ClientSecret); err != nil {
+		t.Fatal(err)
+	}
+	v.force(ClientSecret, http.StatusForbidden)
+	c.Advance(DefaultTTL)
+	if s, err := kv.Get(ctx, ClientSecret); err != nil || s.Value != "e2e-client-secret" {
+		t.Errorf("forbidden after a good read: %s, %v; want the last good value", s, err)
+	}
+	var warned bool
+	for _, l := range logs.events(t, "secret_unavailable") {
+		if field(l, "secret") == ClientSecret && field(l, "level") == "warn" && field(l, "reason") == "forbidden" && field(l, "vault") == v.srv.URL {
+			warned = true
+		}
+	}
+	if !warned {
+		t.Errorf("no forbidden warning for %s in %s", ClientSecret, logs)
+	}
+
+	// Vault gone (network error), with the SDK retrying once: still served.
+	v.force(ClientSecret, 0)
+	v.srv.Close()
+	c.Advance(DefaultTTL)
+	if s, err := kv.Get(ctx, ClientSecret); err != nil || s.Value != "e2e-client-secret" {
+		t.Errorf("vault unreachable: %s, %v; want the last good value", s, err)
+	}
+	var unreachable bool
+	for _, l := range logs.events(t, "secret_unavailable") {
+		if field(l, "reason") == "unreachable" && field(l, "level") == "warn" {
+			unreachable = true
+		}
+	}
+	if !unreachable {
+		t.Errorf("no unreachable warning in %s", logs)
+	}
+}
+
+func TestKeyringRotationEndToEnd(t *testing.T) {
+	v := newVaultStandIn(t)
+	key1 := base64.StdEncoding.EncodeToString([]byte("e2e-key-one-32-bytes-long-......"))
+	key2 := base64.StdEncoding.EncodeToString([]byte("e2e-key-two-32-bytes-long-......"))
+	v.put(EncryptionKey, ver1, key1, time.Time{})
+	logs := &logBuffer{}
+	t.Cleanup(func() { logs.assertNoValues(t, key1, key2) })
+	c := newClock()
+	ctx := context.Background()
+	aad := []byte("connections|42|microsoft|AccessTokenSealed")
+
+	sealer := sealing.New(NewKeyring(newE2E(t, v, c, logs)))
+	rowV1, err := sealer.Seal(ctx, []byte("access token under v1"), aad)
+	if err != nil {
+		t.Fatalf("Seal: %v", err)
+	}
+
+	v.put(EncryptionKey, ver2, key2, time.Time{}) // az keyvault secret set: a new version
+	c.Advance(DefaultTTL)
+	rowV2, err := sealer.Seal(ctx, []byte("access token under v2"), aad)
+	if err != nil {
+		t.Fatalf("Seal after rotation: %v", err)
+	}
+	if got, _ := sealing.KeyVersion(rowV2); got != ver2 {
+		t.Fatalf("new rows name %q, want %s", got, ver2)
+	}
+
+	// Another instance (or this one after a restart) has never seen v1: it
+	// reads that version by name.
+	other := sealing.New(NewKeyring(newE2E(t, v, c, logs)))
+	for row, want := range map[string]string{rowV1: "access token under v1", rowV2: "access token under v2"} {
+		for name, s := range map[string]*sealing.Sealer{"same instance": sealer, "new instance": other} {
+			got, err := s.Open(ctx, row, aad)
+			if err != nil || string(got) != want {
+				t.Errorf("%s: Open = %q, %v; want %q", name, got, err, want)
+			}
+		}
+	}
+	_, reads := v.seen()
+	var named bool
+	for _, r := range reads {
+		if r == "/secrets/"+EncryptionKey+"/"+ver1 {
+			named = true
+		}
+	}
+	if !named {
+		t.Errorf("reads %v: the new instance never asked for version %s by name", reads, ver1)
+	}
+	assertIdentityUsedCorrectly(t)
+}

@@ -1,0 +1,779 @@
+package secrets
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	azfake "github.com/Azure/azure-sdk-for-go/sdk/azcore/fake"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets/fake"
+
+	"github.com/megdocs/msconnector/handler/internal/sealing"
+)
+
+const fakeVaultURL = "https://megdocs-test.vault.azure.net/"
+
+// fakeVault is the state behind the SDK's own fake server: secrets with
+// versions, a current version per name, injectable failures, a call counter
+// and an optional gate that holds reads until released.
+type fakeVault struct {
+	mu       sync.Mutex
+	versions map[string]map[string]fakeVersion
+	current  map[string]string
+	fail     map[string]failMode // by secret name
+	calls    []string            // "name/version" per GetSecret
+	gate     chan struct{}       // when set, reads wait for it to close
+	entered  chan struct{}       // signalled when a read reaches the gate
+}
+
+type fakeVersion struct {
+	value   string
+	expires *time.Time
+}
+
+type failMode struct {
+	status int
+	code   string
+	netErr error
+}
+
+func newFakeVault() *fakeVault {
+	return &fakeVault{versions: map[string]map[string]fakeVersion{}, current: map[string]string{}, fail: map[string]failMode{}}
+}
+
+// put adds version of name and makes it current.
+func (f *fakeVault) put(name, version, value string, expires *time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.versions[name] == nil {
+		f.versions[name] = map[string]fakeVersion{}
+	}
+	f.versions[name][version] = fakeVersion{value: value, expires: expires}
+	f.current[name] = version
+}
+
+func (f *fakeVault) setFail(name string, m failMode) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fail[name] = m
+}
+
+func (f *fakeVault) clearFail(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.fail, name)
+}
+
+func (f *fakeVault) callCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.calls)
+}
+
+func (f *fakeVault) values() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, vs := range f.versions {
+		for _, v := range vs {
+			out = append(out, v.value)
+		}
+	}
+	return out
+}
+
+func (f *fakeVault) getSecret(ctx context.Context, name, version string, _ *azsecrets.GetSecretOptions) (resp azfake.Responder[azsecrets.GetSecretResponse], errResp azfake.ErrorResponder) {
+	f.mu.Lock()
+	f.calls = append(f.calls, name+"/"+version)
+	gate, entered := f.gate, f.entered
+	f.mu.Unlock()
+	if gate != nil {
+		if entered != nil {
+			entered <- struct{}{}
+		}
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			errResp.SetError(ctx.Err())
+			return
+		}
+	}
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if m, ok := f.fail[name]; ok {
+		if m.netErr != nil {
+			errResp.SetError(m.netErr)
+		} else {
+			errResp.SetResponseError(m.status, m.code)
+		}
+		return
+	}
+	if version == "" {
+		version = f.current[name]
+	}
+	v, ok := f.versions[name][version]
+	if !ok {
+		errResp.SetResponseError(http.StatusNotFound, "SecretNotFound")
+		return
+	}
+	id := azsecrets.ID(fakeVaultURL + "secrets/" + name + "/" + version)
+	value := v.value
+	resp.SetResponse(http.StatusOK, azsecrets.GetSecretResponse{Secret: azsecrets.Secret{
+		ID:         &id,
+		Value:      &value,
+		Attributes: &azsecrets.SecretAttributes{Enabled: new(true), Expires: v.expires},
+	}}, nil)
+	return
+}
+
+type fakeEnv struct {
+	vault *fakeVault
+	kv    *KeyVault
+	clock *clock
+	logs  *logBuffer
+	cred  *azfake.TokenCredential
+}
+
+// newFakeEnv builds a KeyVault over the SDK's fake server. The SDK's retries
+// are off so failure cases answer at once; TTL 5m, backoff 10s, one warning
+// a minute (the defaults, spelled out because tests depend on them).
+func newFakeEnv(t *testing.T, tweaks ...func(*KeyVaultOptions)) *fakeEnv {
+	t.Helper()
+	e := &fakeEnv{vault: newFakeVault(), clock: newClock(), logs: &logBuffer{}, cred: &azfake.TokenCredential{}}
+	srv := &fake.Server{GetSecret: e.vault.getSecret}
+	opts := KeyVaultOptions{
+		TTL:            5 * time.Minute,
+		FailureBackoff: 10 * time.Second,
+		WarnEvery:      time.Minute,
+		Now:            e.clock.Now,
+		Transport:      fake.NewServerTransport(srv),
+		Retry:          policy.RetryOptions{MaxRetries: -1},
+		Logger:         e.logs.logger(),
+	}
+	for _, tweak := range tweaks {
+		tweak(&opts)
+	}
+	kv, err := NewKeyVault(fakeVaultURL, e.cred, opts)
+	if err != nil {
+		t.Fatalf("NewKeyVault: %v", err)
+	}
+	e.kv = kv
+	t.Cleanup(func() { e.logs.assertNoValues(t, e.vault.values()...) })
+	return e
+}
+
+func mustGet(t *testing.T, src Source, name string) Secret {
+	t.Helper()
+	s, err := src.Get(context.Background(), name)
+	if err != nil {
+		t.Fatalf("Get(%s): %v", name, err)
+	}
+	return s
+}
+
+const (
+	ver1 = "11111111111111111111111111111111"
+	ver2 = "22222222222222222222222222222222"
+)
+
+func TestKeyVaultStartIsLazy(t *testing.T) {
+	e := newFakeEnv(t)
+	if n := e.vault.callCount(); n != 0 {
+		t.Errorf("NewKeyVault made %d Key Vault calls, want 0", n)
+	}
+}
+
+func TestKeyVaultCachesForTTL(t *testing.T) {
+	e := newFakeEnv(t)
+	exp := time.Date(2027, 5, 1, 0, 0, 0, 0, time.UTC)
+	e.vault.put(ClientSecret, ver1, "client-secret-one", &exp)
+
+	s := mustGet(t, e.kv, ClientSecret)
+	if s.Name != ClientSecret || s.Value != "client-secret-one" || s.Version != ver1 || !s.Expires.Equal(exp) {
+		t.Errorf("Get = %s (value ok %t), want version %s expiring %s", s, s.Value == "client-secret-one", ver1, exp)
+	}
+	for range 50 {
+		mustGet(t, e.kv, ClientSecret)
+	}
+	e.clock.Advance(5*time.Minute - time.Second)
+	mustGet(t, e.kv, ClientSecret)
+	if n := e.vault.callCount(); n != 1 {
+		t.Errorf("%d Key Vault calls within the TTL, want 1", n)
+	}
+}
+
+func TestKeyVaultPicksUpRotationAfterTTL(t *testing.T) {
+	e := newFakeEnv(t)
+	e.vault.put(ClientSecret, ver1, "client-secret-one", nil)
+	mustGet(t, e.kv, ClientSecret)
+
+	e.vault.put(ClientSecret, ver2, "client-secret-two", nil) // rotated in Key Vault
+	e.clock.Advance(5*time.Minute - time.Second)
+	if s := mustGet(t, e.kv, ClientSecret); s.Version != ver1 {
+		t.Errorf("before the TTL: version %s, want the cached %s", s.Version, ver1)
+	}
+	e.clock.Advance(time.Second)
+	s := mustGet(t, e.kv, ClientSecret)
+	if s.Version != ver2 || s.Value != "client-secret-two" {
+		t.Errorf("after the TTL: %s, want version %s", s, ver2)
+	}
+	if n := e.vault.callCount(); n != 2 {
+		t.Errorf("%d Key Vault calls, want 2", n)
+	}
+}
+
+func TestKeyVaultReloadBypassesCache(t *testing.T) {
+	e := newFakeEnv(t)
+	e.vault.put(ClientSecret, ver1, "client-secret-one", nil)
+	mustGet(t, e.kv, ClientSecret)
+	e.vault.put(ClientSecret, ver2, "client-secret-two", nil)
+
+	if s := mustGet(t, e.kv, ClientSecret); s.Version != ver1 {
+		t.Fatalf("Get = %s, want the cached version", s)
+	}
+	s, err := e.kv.Reload(context.Background(), ClientSecret)
+	if err != nil || s.Version != ver2 || s.Value != "client-secret-two" {
+		t.Fatalf("Reload = %s, %v; want version %s", s, err, ver2)
+	}
+	// The reloaded value is now the cached one, for a full TTL.
+	e.clock.Advance(4 * time.Minute)
+	if s := mustGet(t, e.kv, ClientSecret); s.Version != ver2 {
+		t.Errorf("Get after Reload = %s, want version %s", s, ver2)
+	}
+	if n := e.vault.callCount(); n != 2 {
+		t.Errorf("%d Key Vault calls, want 2", n)
+	}
+}
+
+// holdReads makes every read wait until the returned release is called; a
+// read reaching the gate signals the returned channel.
+func (f *fakeVault) holdReads() (entered <-chan struct{}, release func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	gate := make(chan struct{})
+	ch := make(chan struct{}, 100)
+	f.gate, f.entered = gate, ch
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			f.mu.Lock()
+			f.gate, f.entered = nil, nil
+			f.mu.Unlock()
+			close(gate)
+		})
+	}
+}
+
+func TestKeyVaultConcurrentReadersShareOneFetch(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		warm   bool // a value is cached (and still fresh) before the burst
+		read   func(*KeyVault, context.Context) (Secret, error)
+		calls  int
+		stated string
+	}{
+		{"Get on a cold cache", false, func(k *KeyVault, ctx context.Context) (Secret, error) { return k.Get(ctx, CMSAPIKey) }, 1, "one read for the burst"},
+		{"Reload with a fresh cache", true, func(k *KeyVault, ctx context.Context) (Secret, error) { return k.Reload(ctx, CMSAPIKey) }, 2, "the warm-up read plus one shared reload"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newFakeEnv(t)
+			e.vault.put(CMSAPIKey, ver1, "cms-key-one", nil)
+			if tc.warm {
+				mustGet(t, e.kv, CMSAPIKey)
+				e.vault.put(CMSAPIKey, ver2, "cms-key-two", nil)
+			}
+			entered, release := e.vault.holdReads()
+			defer release()
+
+			const readers = 25
+			var started, done sync.WaitGroup
+			results := make(chan Secret, readers)
+			errs := make(chan error, readers)
+			for range readers {
+				started.Add(1)
+				done.Add(1)
+				go func() {
+					defer done.Done()
+					started.Done()
+					s, err := tc.read(e.kv, context.Background())
+					results <- s
+					errs <- err
+				}()
+			}
+			started.Wait()
+			<-entered // the one read is at Key Vault
+			// Give every reader time to reach the shared wait: if reads
+			// were not shared, each would now be a Key Vault call of its own.
+			time.Sleep(50 * time.Millisecond)
+			release()
+			done.Wait()
+			close(results)
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Fatalf("read: %v", err)
+				}
+			}
+			wantVersion := ver1
+			if tc.warm {
+				wantVersion = ver2
+			}
+			for s := range results {
+				if s.Version != wantVersion {
+					t.Errorf("a reader got version %s, want %s", s.Version, wantVersion)
+				}
+			}
+			if n := e.vault.callCount(); n != tc.calls {
+				t.Errorf("%d Key Vault calls, want %d (%s)", n, tc.calls, tc.stated)
+			}
+		})
+	}
+}
+
+func TestKeyVaultCallerCancelDoesNotAbortTheRead(t *testing.T) {
+	e := newFakeEnv(t)
+	e.vault.put(CMSAPIKey, ver1, "cms-key-one", nil)
+	entered, release := e.vault.holdReads()
+	defer release()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := e.kv.Get(ctx, CMSAPIKey)
+		errc <- err
+	}()
+	<-entered
+	cancel()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled Get: err = %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a cancelled caller kept waiting on Key Vault")
+	}
+	release()
+
+	// The read went on and was cached: the next caller needs no new call.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s, err := e.kv.Get(context.Background(), CMSAPIKey)
+		if err == nil && s.Version == ver1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Get after release = %s, %v", s, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := e.vault.callCount(); n != 1 {
+		t.Errorf("%d Key Vault calls, want 1", n)
+	}
+}
+
+func TestKeyVaultSlowVaultServesLastGood(t *testing.T) {
+	e := newFakeEnv(t, func(o *KeyVaultOptions) { o.StaleWait = 30 * time.Millisecond })
+	e.vault.put(CMSAPIKey, ver1, "cms-key-one", nil)
+	mustGet(t, e.kv, CMSAPIKey)
+	e.vault.put(CMSAPIKey, ver2, "cms-key-two", nil)
+	_, release := e.vault.holdReads()
+	defer release()
+
+	e.clock.Advance(5 * time.Minute)
+	start := time.Now()
+	s := mustGet(t, e.kv, CMSAPIKey)
+	if s.Version != ver1 {
+		t.Errorf("Get while Key Vault hangs = %s, want the last good version %s", s, ver1)
+	}
+	if waited := time.Since(start); waited > time.Second {
+		t.Errorf("Get waited %s for a hanging vault, want about StaleWait", waited)
+	}
+
+	// The read carries on in the background and lands in the cache.
+	release()
+	deadline := time.Now().Add(5 * time.Second)
+	for mustGet(t, e.kv, CMSAPIKey).Version != ver2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the background read never updated the cache")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := e.vault.callCount(); n != 2 {
+		t.Errorf("%d Key Vault calls, want 2", n)
+	}
+}
+
+func TestKeyVaultServesLastGoodOnFailure(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		mode      failMode
+		reason    string
+		fixSubstr string
+	}{
+		{"forbidden", failMode{status: http.StatusForbidden, code: "Forbidden"}, "forbidden", `"Key Vault Secrets User"`},
+		{"deleted", failMode{status: http.StatusNotFound, code: "SecretNotFound"}, "not_found", "az keyvault secret set --vault-name megdocs-test --name microsoft-client-secret"},
+		{"network", failMode{netErr: errors.New("dial tcp 10.0.0.4:443: connect: connection refused")}, "unreachable", "KEY_VAULT_URL"},
+		{"server error", failMode{status: http.StatusServiceUnavailable, code: "ServiceUnavailable"}, "unavailable", "retried"},
+		{"throttled", failMode{status: http.StatusTooManyRequests, code: "Throttled"}, "throttled", "SECRETS_CACHE_TTL"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newFakeEnv(t)
+			e.vault.put(ClientSecret, ver1, "client-secret-one", nil)
+			mustGet(t, e.kv, ClientSecret)
+
+			e.vault.setFail(ClientSecret, tc.mode)
+			e.clock.Advance(5 * time.Minute) // TTL over: the next Get reads
+			s := mustGet(t, e.kv, ClientSecret)
+			if s.Version != ver1 || s.Value != "client-secret-one" {
+				t.Fatalf("Get during failure = %s, want the last good value", s)
+			}
+			warns := e.logs.events(t, "secret_unavailable")
+			if len(warns) != 1 {
+				t.Fatalf("%d secret_unavailable lines, want 1: %s", len(warns), e.logs)
+			}
+			w := warns[0]
+			for k, want := range map[string]string{"level": "warn", "secret": ClientSecret, "vault": fakeVaultURL, "reason": tc.reason, "serving": "last_good", "last_good_version": ver1} {
+				if got := field(w, k); got != want {
+					t.Errorf("warning %s = %q, want %q", k, got, want)
+				}
+			}
+			if !strings.Contains(field(w, "fix"), tc.fixSubstr) {
+				t.Errorf("warning fix = %q, want it to contain %q", field(w, "fix"), tc.fixSubstr)
+			}
+
+			// Within the backoff: no new call. After it: a new call, but
+			// no new warning until a minute has passed since the last.
+			calls := e.vault.callCount()
+			mustGet(t, e.kv, ClientSecret)
+			if n := e.vault.callCount(); n != calls {
+				t.Errorf("a read within the failure backoff called Key Vault (%d calls, want %d)", n, calls)
+			}
+			for range 4 {
+				e.clock.Advance(10 * time.Second)
+				if s := mustGet(t, e.kv, ClientSecret); s.Version != ver1 {
+					t.Fatalf("Get = %s, want the last good value", s)
+				}
+			}
+			if n := e.vault.callCount(); n != calls+4 {
+				t.Errorf("%d calls after 4 backoff periods, want %d", n, calls+4)
+			}
+			if n := len(e.logs.events(t, "secret_unavailable")); n != 1 {
+				t.Errorf("%d warnings within a minute, want 1 (rate limited)", n)
+			}
+			e.clock.Advance(20 * time.Second) // a minute since the first warning
+			mustGet(t, e.kv, ClientSecret)
+			warns = e.logs.events(t, "secret_unavailable")
+			if len(warns) != 2 {
+				t.Fatalf("%d warnings after a minute, want 2", len(warns))
+			}
+			if got := warns[1]["suppressed"]; got != float64(4) {
+				t.Errorf("second warning suppressed = %v, want 4", got)
+			}
+
+			// Key Vault answers again: the new value, and a recovery line.
+			e.vault.clearFail(ClientSecret)
+			e.vault.put(ClientSecret, ver2, "client-secret-two", nil)
+			e.clock.Advance(10 * time.Second)
+			if s := mustGet(t, e.kv, ClientSecret); s.Version != ver2 {
+				t.Errorf("after recovery Get = %s, want version %s", s, ver2)
+			}
+			if n := len(e.logs.events(t, "secret_recovered")); n != 1 {
+				t.Errorf("%d secret_recovered lines, want 1", n)
+			}
+		})
+	}
+}
+
+func TestKeyVaultReloadDuringOutageServesLastGood(t *testing.T) {
+	e := newFakeEnv(t)
+	e.vault.put(ClientSecret, ver1, "client-secret-one", nil)
+	mustGet(t, e.kv, ClientSecret)
+	e.vault.setFail(ClientSecret, failMode{status: http.StatusForbidden, code: "Forbidden"})
+	s, err := e.kv.Reload(context.Background(), ClientSecret)
+	if err != nil || s.Version != ver1 {
+		t.Errorf("Reload during a 403 = %s, %v; want the last good value", s, err)
+	}
+	if n := e.vault.callCount(); n != 2 {
+		t.Errorf("%d calls, want 2 (Reload must ask Key Vault)", n)
+	}
+}
+
+func TestKeyVaultNeverReadIsNotConfigured(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		secret   string
+		mode     *failMode
+		credErr  error
+		reason   string
+		status   int
+		contains []string
+	}{
+		{"missing", CMSAPIKey, nil, nil, "not_found", 404,
+			[]string{fakeVaultURL, "cms-api-key", "az keyvault secret set --vault-name megdocs-test --name cms-api-key --value"}},
+		{"missing encryption key", EncryptionKey, nil, nil, "not_found", 404,
+			[]string{"--name token-encryption-key", "openssl rand -base64 32"}},
+		{"forbidden", CMSAPIKey, &failMode{status: 403, code: "Forbidden"}, nil, "forbidden", 403,
+			[]string{fakeVaultURL, "cms-api-key", `"Key Vault Secrets User"`, "megdocs-test"}},
+		{"token rejected", CMSAPIKey, &failMode{status: 401, code: "Unauthorized"}, nil, "unauthorized", 401,
+			[]string{"tenant"}},
+		{"network", CMSAPIKey, &failMode{netErr: errors.New("dial tcp: lookup megdocs-test.vault.azure.net: no such host")}, nil, "unreachable", 0,
+			[]string{fakeVaultURL, "KEY_VAULT_URL"}},
+		{"no identity", CMSAPIKey, nil, errors.New("ManagedIdentityCredential: no managed identity endpoint"), "identity", 0,
+			[]string{"managed identity", fakeVaultURL}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newFakeEnv(t)
+			if tc.mode != nil {
+				e.vault.setFail(tc.secret, *tc.mode)
+			}
+			if tc.credErr != nil {
+				e.cred.SetError(tc.credErr)
+			}
+			_, err := e.kv.Get(context.Background(), tc.secret)
+			var nc *NotConfiguredError
+			if !errors.Is(err, ErrNotConfigured) || !errors.As(err, &nc) {
+				t.Fatalf("err = %v, want *NotConfiguredError", err)
+			}
+			if nc.Name != tc.secret {
+				t.Errorf("Name = %q, want %q", nc.Name, tc.secret)
+			}
+			var re *azcore.ResponseError
+			if tc.status != 0 && (!errors.As(err, &re) || re.StatusCode != tc.status) {
+				t.Errorf("the Key Vault response (%d) is not unwrappable from %v", tc.status, err)
+			}
+			if tc.credErr != nil && !errors.Is(err, tc.credErr) {
+				t.Errorf("the credential's error is not unwrappable from %v", err)
+			}
+			lines := e.logs.events(t, "secret_unavailable")
+			if len(lines) != 1 {
+				t.Fatalf("%d secret_unavailable lines, want 1", len(lines))
+			}
+			l := lines[0]
+			if field(l, "level") != "error" || field(l, "reason") != tc.reason || field(l, "secret") != tc.secret || field(l, "vault") != fakeVaultURL {
+				t.Errorf("log line = %v, want level error, reason %s, secret and vault", l, tc.reason)
+			}
+			logged := field(l, "problem") + " " + field(l, "fix")
+			for _, want := range tc.contains {
+				if !strings.Contains(nc.Reason, want) {
+					t.Errorf("Reason %q lacks %q", nc.Reason, want)
+				}
+				if !strings.Contains(logged, want) {
+					t.Errorf("log %q lacks %q", logged, want)
+				}
+			}
+
+			// The failure is remembered for the backoff (no call per
+			// request), then Key Vault is asked again.
+			calls := e.vault.callCount()
+			if _, err := e.kv.Get(context.Background(), tc.secret); !errors.Is(err, ErrNotConfigured) {
+				t.Errorf("second Get: err = %v", err)
+			}
+			if n := e.vault.callCount(); n != calls {
+				t.Errorf("second Get within the backoff called Key Vault")
+			}
+			e.clock.Advance(10 * time.Second)
+			e.kv.Get(context.Background(), tc.secret)
+			if tc.credErr == nil {
+				if n := e.vault.callCount(); n != calls+1 {
+					t.Errorf("after the backoff: %d calls, want %d", n, calls+1)
+				}
+			}
+		})
+	}
+}
+
+func TestKeyVaultOptionalSecretAbsentIsNoAlarm(t *testing.T) {
+	e := newFakeEnv(t)
+	_, err := e.kv.Get(context.Background(), CMSAPIKeyPrevious)
+	if !errors.Is(err, ErrNotConfigured) {
+		t.Fatalf("err = %v, want ErrNotConfigured", err)
+	}
+	lines := e.logs.events(t, "secret_unavailable")
+	if len(lines) != 1 || field(lines[0], "level") != "info" {
+		t.Errorf("log = %v, want one info line for an absent optional secret", lines)
+	}
+	// Refused is still an alarm, optional or not.
+	e.vault.setFail(CMSAPIKeyPrevious, failMode{status: 403, code: "Forbidden"})
+	e.clock.Advance(10 * time.Second)
+	e.kv.Get(context.Background(), CMSAPIKeyPrevious)
+	lines = e.logs.events(t, "secret_unavailable")
+	if len(lines) != 2 || field(lines[1], "level") != "error" {
+		t.Errorf("log = %v, want an error line for a refused read", lines)
+	}
+}
+
+func TestKeyVaultSecretCreatedLaterIsPickedUp(t *testing.T) {
+	e := newFakeEnv(t)
+	if _, err := e.kv.Get(context.Background(), WebhookSecret); !errors.Is(err, ErrNotConfigured) {
+		t.Fatalf("err = %v, want ErrNotConfigured", err)
+	}
+	e.vault.put(WebhookSecret, ver1, "whsec-value-0001", nil)
+	e.clock.Advance(10 * time.Second)
+	if s := mustGet(t, e.kv, WebhookSecret); s.Version != ver1 {
+		t.Errorf("Get = %s, want version %s", s, ver1)
+	}
+	if n := len(e.logs.events(t, "secret_recovered")); n != 1 {
+		t.Errorf("%d secret_recovered lines, want 1", n)
+	}
+}
+
+func TestKeyVaultEmptyValueIsNotUsable(t *testing.T) {
+	e := newFakeEnv(t)
+	e.vault.put(CMSAPIKey, ver1, "", nil)
+	_, err := e.kv.Get(context.Background(), CMSAPIKey)
+	if !errors.Is(err, ErrNotConfigured) {
+		t.Fatalf("err = %v, want ErrNotConfigured", err)
+	}
+	if l := e.logs.events(t, "secret_unavailable"); len(l) != 1 || field(l[0], "reason") != "empty" {
+		t.Errorf("log = %v, want reason empty", l)
+	}
+}
+
+func TestKeyVaultGetVersionCachesForever(t *testing.T) {
+	e := newFakeEnv(t)
+	e.vault.put(EncryptionKey, ver1, "key-one", nil)
+	e.vault.put(EncryptionKey, ver2, "key-two", nil)
+	ctx := context.Background()
+
+	s, err := e.kv.GetVersion(ctx, EncryptionKey, ver1)
+	if err != nil || s.Version != ver1 || s.Value != "key-one" {
+		t.Fatalf("GetVersion(v1) = %s, %v", s, err)
+	}
+	e.clock.Advance(365 * 24 * time.Hour)
+	e.vault.setFail(EncryptionKey, failMode{status: 403, code: "Forbidden"}) // would fail if asked
+	if s, err := e.kv.GetVersion(ctx, EncryptionKey, ver1); err != nil || s.Value != "key-one" {
+		t.Errorf("GetVersion(v1) a year later = %s, %v; want the cached version", s, err)
+	}
+	if n := e.vault.callCount(); n != 1 {
+		t.Errorf("%d calls, want 1", n)
+	}
+	e.vault.clearFail(EncryptionKey)
+
+	// Reading the current version also caches it under its name.
+	cur := mustGet(t, e.kv, EncryptionKey)
+	if cur.Version != ver2 {
+		t.Fatalf("current = %s, want %s", cur, ver2)
+	}
+	if s, err := e.kv.GetVersion(ctx, EncryptionKey, ver2); err != nil || s.Value != "key-two" {
+		t.Errorf("GetVersion(current) = %s, %v", s, err)
+	}
+	if n := e.vault.callCount(); n != 2 {
+		t.Errorf("%d calls, want 2 (the current read serves its version)", n)
+	}
+
+	_, err = e.kv.GetVersion(ctx, EncryptionKey, "33333333333333333333333333333333")
+	var nc *NotConfiguredError
+	if !errors.As(err, &nc) || !strings.Contains(nc.Reason, "33333333333333333333333333333333") || !strings.Contains(nc.Reason, "list-versions") {
+		t.Errorf("GetVersion(missing) err = %v, want *NotConfiguredError naming the version", err)
+	}
+	e.vault.mu.Lock()
+	last := e.vault.calls[len(e.vault.calls)-1]
+	e.vault.mu.Unlock()
+	if got := last; got != EncryptionKey+"/33333333333333333333333333333333" {
+		t.Errorf("last call %q, want the named version", got)
+	}
+}
+
+func TestKeyVaultRejectsInvalidNames(t *testing.T) {
+	e := newFakeEnv(t)
+	ctx := context.Background()
+	for _, name := range []string{"", "a/b", "a_b", "../x", "名前"} {
+		if _, err := e.kv.Get(ctx, name); !errors.Is(err, ErrInvalidName) {
+			t.Errorf("Get(%q): err = %v, want ErrInvalidName", name, err)
+		}
+		if _, err := e.kv.Reload(ctx, name); !errors.Is(err, ErrInvalidName) {
+			t.Errorf("Reload(%q): err = %v, want ErrInvalidName", name, err)
+		}
+	}
+	for _, version := range []string{"", "../x", "a.b", "a/b"} {
+		if _, err := e.kv.GetVersion(ctx, EncryptionKey, version); !errors.Is(err, ErrInvalidName) {
+			t.Errorf("GetVersion(%q): err = %v, want ErrInvalidName", version, err)
+		}
+	}
+	if n := e.vault.callCount(); n != 0 {
+		t.Errorf("%d Key Vault calls for invalid names, want 0", n)
+	}
+}
+
+func TestNewKeyVaultValidates(t *testing.T) {
+	cred := &azfake.TokenCredential{}
+	for _, tc := range []struct {
+		name string
+		url  string
+		cred azcore.TokenCredential
+		opts KeyVaultOptions
+	}{
+		{"plain http", "http://megdocs.vault.azure.net/", cred, KeyVaultOptions{}},
+		{"empty", "", cred, KeyVaultOptions{}},
+		{"no host", "https:///", cred, KeyVaultOptions{}},
+		{"not a url", "megdocs.vault.azure.net", cred, KeyVaultOptions{}},
+		{"credentials in url", "https://user:pw@megdocs.vault.azure.net/", cred, KeyVaultOptions{}},
+		{"no credential", fakeVaultURL, nil, KeyVaultOptions{}},
+		{"negative ttl", fakeVaultURL, cred, KeyVaultOptions{TTL: -time.Second}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := NewKeyVault(tc.url, tc.cred, tc.opts); err == nil || !strings.HasPrefix(err.Error(), "secrets: ") {
+				t.Errorf("err = %v, want a secrets: error", err)
+			}
+		})
+	}
+	kv, err := NewKeyVault(fakeVaultURL, cred, KeyVaultOptions{})
+	if err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	if kv.ttl != DefaultTTL || kv.backoff != 10*time.Second || kv.vaultName != "megdocs-test" {
+		t.Errorf("defaults: ttl %s backoff %s vault name %q", kv.ttl, kv.backoff, kv.vaultName)
+	}
+	short, err := NewKeyVault(fakeVaultURL, cred, KeyVaultOptions{TTL: time.Second})
+	if err != nil || short.backoff != time.Second {
+		t.Errorf("backoff with a 1s TTL = %s, %v; want capped at the TTL", short.backoff, err)
+	}
+}
+
+func TestKeyringOverKeyVaultRotation(t *testing.T) {
+	e := newFakeEnv(t)
+	key1 := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	key2 := base64.StdEncoding.EncodeToString([]byte("fedcba9876543210fedcba9876543210"))
+	e.vault.put(EncryptionKey, ver1, key1, nil)
+	sealer := sealing.New(NewKeyring(e.kv))
+	ctx := context.Background()
+	aad := []byte("connections|42|microsoft|RefreshTokenSealed")
+
+	rowV1, err := sealer.Seal(ctx, []byte("refresh token sealed under v1"), aad)
+	if err != nil {
+		t.Fatalf("Seal: %v", err)
+	}
+	e.vault.put(EncryptionKey, ver2, key2, nil) // admin adds a new version
+	e.clock.Advance(5 * time.Minute)
+	rowV2, err := sealer.Seal(ctx, []byte("refresh token sealed under v2"), aad)
+	if err != nil {
+		t.Fatalf("Seal after rotation: %v", err)
+	}
+	if v, _ := sealing.KeyVersion(rowV2); v != ver2 {
+		t.Fatalf("sealed with %q after rotation, want %s", v, ver2)
+	}
+	if v, _ := sealing.KeyVersion(rowV1); v != ver1 {
+		t.Fatalf("first row names %q, want %s", v, ver1)
+	}
+	for row, want := range map[string]string{rowV1: "refresh token sealed under v1", rowV2: "refresh token sealed under v2"} {
+		got, err := sealer.Open(ctx, row, aad)
+		if err != nil || string(got) != want {
+			t.Errorf("Open = %q, %v; want %q", got, err, want)
+		}
+	}
+	// v1 was read as current before, so it opens from the cache: two
+	// reads of the current version, none by name.
+	if n := e.vault.callCount(); n != 2 {
+		t.Errorf("%d Key Vault calls, want 2: %v", n, e.vault.calls)
+	}
+	e.logs.assertNoValues(t, key1, key2)
+}
