@@ -1,0 +1,343 @@
+// Package memstore is an in-memory connection.Store and
+// connection.PendingStore for fast unit tests of the services. It keeps the
+// semantics of tablestore, checked by the same conformance suite
+// (tablestore/storetest): ETag-conditional writes, conflicts, single-use
+// pending entries, opaque paging cursors, tablestore's validation rules and
+// Table Storage's 100 ns time precision. So a service tested against it
+// fails the way it would against Azure.
+//
+// It owns no I/O and seals nothing: tokens live in this process's memory
+// only. It is never used outside tests and local runs.
+package memstore
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/megdocs/msconnector/handler/internal/connection"
+	"github.com/megdocs/msconnector/handler/internal/tablestore"
+)
+
+// Options configure a Store. The zero value uses the real clock.
+type Options struct {
+	// Now stamps Connection.ConnectedAt and Pending.CreatedAt when the
+	// caller left them zero, as tablestore does. Nil: time.Now.
+	Now func() time.Time
+}
+
+// Store holds connections and pending entries in memory. It is safe for
+// concurrent use; every method is atomic.
+type Store struct {
+	now func() time.Time
+
+	mu      sync.Mutex
+	etagSeq uint64 // never reused, so a row deleted and created again has a new ETag
+	conns   map[string]connection.Connection
+	pending map[pendingKey]connection.Pending
+}
+
+type pendingKey struct {
+	kind connection.PendingKind
+	id   string
+}
+
+var (
+	_ connection.Store        = (*Store)(nil)
+	_ connection.PendingStore = (*Store)(nil)
+)
+
+// New returns an empty Store.
+func New(opts Options) *Store {
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Store{
+		now:     now,
+		conns:   make(map[string]connection.Connection),
+		pending: make(map[pendingKey]connection.Pending),
+	}
+}
+
+// nextETag must be called with mu held.
+func (s *Store) nextETag() string {
+	s.etagSeq++
+	return `W/"mem-` + strconv.FormatUint(s.etagSeq, 10) + `"`
+}
+
+// Get returns a copy of the connection, or an error wrapping
+// connection.ErrNotFound.
+func (s *Store) Get(_ context.Context, userID string) (connection.Connection, error) {
+	if err := tablestore.ValidUserID(userID); err != nil {
+		return connection.Connection{}, fmt.Errorf("memstore: get: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.conns[userID]
+	if !ok {
+		return connection.Connection{}, fmt.Errorf("memstore: get: %w", connection.ErrNotFound)
+	}
+	return clone(c), nil
+}
+
+// Create stores c; an error wrapping connection.ErrConflict if the user
+// already has a connection.
+func (s *Store) Create(_ context.Context, c connection.Connection) (connection.Connection, error) {
+	if err := tablestore.ValidConnection(c); err != nil {
+		return connection.Connection{}, fmt.Errorf("memstore: create: %w", err)
+	}
+	if c.ConnectedAt.IsZero() {
+		c.ConnectedAt = s.now()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.conns[c.UserID]; ok {
+		return connection.Connection{}, fmt.Errorf("memstore: create: %w", connection.ErrConflict)
+	}
+	c.ETag = s.nextETag()
+	s.conns[c.UserID] = normalize(c)
+	return c, nil
+}
+
+// Update replaces the connection if its ETag still equals c.ETag.
+func (s *Store) Update(_ context.Context, c connection.Connection) (connection.Connection, error) {
+	if err := tablestore.ValidConnection(c); err != nil {
+		return connection.Connection{}, fmt.Errorf("memstore: update: %w", err)
+	}
+	if c.ETag == "" {
+		return connection.Connection{}, fmt.Errorf("memstore: update: %w: connection has no etag", connection.ErrConflict)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, ok := s.conns[c.UserID]
+	switch {
+	case !ok:
+		return connection.Connection{}, fmt.Errorf("memstore: update: %w", connection.ErrNotFound)
+	case old.ETag != c.ETag:
+		return connection.Connection{}, fmt.Errorf("memstore: update: %w: etag changed", connection.ErrConflict)
+	}
+	c.ETag = s.nextETag()
+	s.conns[c.UserID] = normalize(c)
+	return c, nil
+}
+
+// Delete removes the connection; nil if there was none.
+func (s *Store) Delete(_ context.Context, userID string) error {
+	if err := tablestore.ValidUserID(userID); err != nil {
+		return fmt.Errorf("memstore: delete: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, userID)
+	return nil
+}
+
+// cursor is base64url JSON: the last user_id returned and the status
+// filter it belongs to. Pages go in user_id order, so a connection appears
+// once however the map changes between pages.
+type cursor struct {
+	Mem    int    `json:"mem"`
+	Status string `json:"status"`
+	After  string `json:"after"`
+}
+
+const cursorVersion = 1
+
+// List returns one page of connections without tokens, in user_id order.
+func (s *Store) List(_ context.Context, q connection.ListQuery) (connection.Page, error) {
+	if err := tablestore.ValidListQuery(q); err != nil {
+		return connection.Page{}, fmt.Errorf("memstore: list: %w", err)
+	}
+	var after string
+	if q.Cursor != "" {
+		c, err := decodeCursor(q.Cursor, q.Status)
+		if err != nil {
+			return connection.Page{}, fmt.Errorf("memstore: list: %w", err)
+		}
+		after = c.After
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := slices.Sorted(maps.Keys(s.conns))
+	start, _ := slices.BinarySearch(ids, after)
+	if start < len(ids) && ids[start] == after && q.Cursor != "" {
+		start++
+	}
+	page := connection.Page{Connections: []connection.Connection{}}
+	for i := start; i < len(ids); i++ {
+		c := s.conns[ids[i]]
+		if q.Status != "" && c.Status != q.Status {
+			continue
+		}
+		if len(page.Connections) == q.Limit {
+			// There is more: the next page starts after the last one given.
+			page.NextCursor = encodeCursor(cursor{Mem: cursorVersion, Status: string(q.Status), After: page.Connections[q.Limit-1].UserID})
+			break
+		}
+		c = clone(c)
+		c.AccessToken, c.RefreshToken = "", ""
+		page.Connections = append(page.Connections, c)
+	}
+	return page, nil
+}
+
+func encodeCursor(c cursor) string {
+	b, err := json.Marshal(c)
+	if err != nil {
+		panic(err) // strings only: cannot fail
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodeCursor(s string, status connection.Status) (cursor, error) {
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
+	if err != nil {
+		return cursor{}, fmt.Errorf("%w: not base64url", connection.ErrBadCursor)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	var c cursor
+	if err := dec.Decode(&c); err != nil || dec.More() {
+		return cursor{}, fmt.Errorf("%w: not a cursor", connection.ErrBadCursor)
+	}
+	switch {
+	case c.Mem != cursorVersion:
+		return cursor{}, fmt.Errorf("%w: version %d", connection.ErrBadCursor, c.Mem)
+	case c.Status != string(status):
+		return cursor{}, fmt.Errorf("%w: issued for status %q, used with %q", connection.ErrBadCursor, c.Status, status)
+	case c.After == "":
+		return cursor{}, fmt.Errorf("%w: no position", connection.ErrBadCursor)
+	}
+	return c, nil
+}
+
+// PutPending stores a new entry; an error wrapping connection.ErrConflict if
+// its ID and kind exist.
+func (s *Store) PutPending(_ context.Context, p connection.Pending) error {
+	if err := tablestore.ValidPendingKey(p.Kind, p.ID); err != nil {
+		return fmt.Errorf("memstore: put pending: %w", err)
+	}
+	if err := tablestore.ValidUserID(p.UserID); err != nil {
+		return fmt.Errorf("memstore: put pending: %w", err)
+	}
+	if p.ExpiresAt.IsZero() {
+		return fmt.Errorf("memstore: put pending: %w: no expiry", tablestore.ErrInvalidPending)
+	}
+	if p.CreatedAt.IsZero() {
+		p.CreatedAt = s.now()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := pendingKey{p.Kind, p.ID}
+	if _, ok := s.pending[k]; ok {
+		return fmt.Errorf("memstore: put pending: %w", connection.ErrConflict)
+	}
+	p.ETag = s.nextETag()
+	p.CreatedAt, p.ExpiresAt = stored(p.CreatedAt), stored(p.ExpiresAt)
+	s.pending[k] = p
+	return nil
+}
+
+// GetPending returns the entry or an error wrapping connection.ErrNotFound.
+func (s *Store) GetPending(_ context.Context, kind connection.PendingKind, id string) (connection.Pending, error) {
+	if err := tablestore.ValidPendingKey(kind, id); err != nil {
+		return connection.Pending{}, fmt.Errorf("memstore: get pending: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.pending[pendingKey{kind, id}]
+	if !ok {
+		return connection.Pending{}, fmt.Errorf("memstore: get pending: %w", connection.ErrNotFound)
+	}
+	return p, nil
+}
+
+// MarkUsed sets Used if the entry's ETag still equals p.ETag: of racing
+// callers holding the same read exactly one wins.
+func (s *Store) MarkUsed(_ context.Context, p connection.Pending) error {
+	if err := tablestore.ValidPendingKey(p.Kind, p.ID); err != nil {
+		return fmt.Errorf("memstore: mark used: %w", err)
+	}
+	switch {
+	case p.Used:
+		return fmt.Errorf("memstore: mark used: %w: already used", connection.ErrConflict)
+	case p.ETag == "":
+		return fmt.Errorf("memstore: mark used: %w: pending entry has no etag", connection.ErrConflict)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := pendingKey{p.Kind, p.ID}
+	cur, ok := s.pending[k]
+	switch {
+	case !ok:
+		return fmt.Errorf("memstore: mark used: %w", connection.ErrNotFound)
+	case cur.ETag != p.ETag:
+		return fmt.Errorf("memstore: mark used: %w: etag changed", connection.ErrConflict)
+	}
+	cur.Used = true
+	cur.ETag = s.nextETag()
+	s.pending[k] = cur
+	return nil
+}
+
+// DeleteExpired removes the entries that expired before t.
+func (s *Store) DeleteExpired(_ context.Context, t time.Time) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for k, p := range s.pending {
+		if p.ExpiresAt.Before(t) {
+			delete(s.pending, k)
+			n++
+		}
+	}
+	return n, nil
+}
+
+// stored is t as Table Storage keeps it: UTC, 100 ns ticks.
+func stored(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.UTC().Truncate(100 * time.Nanosecond)
+}
+
+// normalize makes c what tablestore would read back: times at storage
+// precision, empty scopes nil, an empty LastError absent, and nothing shared
+// with the caller.
+func normalize(c connection.Connection) connection.Connection {
+	c.AccessTokenExpiresAt = stored(c.AccessTokenExpiresAt)
+	c.ConnectedAt = stored(c.ConnectedAt)
+	c.LastRefreshedAt = stored(c.LastRefreshedAt)
+	c.LastUsedAt = stored(c.LastUsedAt)
+	c.Scopes = strings.Fields(strings.Join(c.Scopes, " "))
+	if len(c.Scopes) == 0 {
+		c.Scopes = nil
+	}
+	if c.LastError != nil {
+		le := connection.LastError{Code: c.LastError.Code, At: stored(c.LastError.At)}
+		c.LastError = nil
+		if le.Code != "" || !le.At.IsZero() {
+			c.LastError = &le
+		}
+	}
+	return c
+}
+
+// clone copies c's slice and pointer so callers cannot change stored state.
+func clone(c connection.Connection) connection.Connection {
+	c.Scopes = slices.Clone(c.Scopes)
+	if c.LastError != nil {
+		le := *c.LastError
+		c.LastError = &le
+	}
+	return c
+}

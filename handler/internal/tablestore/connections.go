@@ -1,0 +1,447 @@
+package tablestore
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
+
+	"github.com/megdocs/msconnector/handler/internal/connection"
+	"github.com/megdocs/msconnector/handler/internal/sealing"
+)
+
+// rowMicrosoft is the RowKey of every connection: one row per (user,
+// provider), and Microsoft is the only provider.
+const rowMicrosoft = "microsoft"
+
+// Columns of the connections table (docs/architecture.md, Storage layout).
+const (
+	colUserID               = "UserID"
+	colStatus               = "Status"
+	colAccountID            = "AccountID"
+	colTenantID             = "TenantID"
+	colEmail                = "Email"
+	colDisplayName          = "DisplayName"
+	colScopes               = "Scopes" // space-separated, as OAuth writes scopes
+	colAccessTokenExpiresAt = "AccessTokenExpiresAt"
+	colConnectedAt          = "ConnectedAt"
+	colLastRefreshedAt      = "LastRefreshedAt"
+	colLastUsedAt           = "LastUsedAt"
+	colLastErrorCode        = "LastErrorCode"
+	colLastErrorAt          = "LastErrorAt"
+	colAccessTokenSealed    = "AccessTokenSealed"
+	colRefreshTokenSealed   = "RefreshTokenSealed"
+	// colKeyVersion is the token-encryption key version of the row's sealed
+	// columns, plain so an admin can find rows still on an old key. Open
+	// reads the version from the sealed text itself, never from here.
+	colKeyVersion = "KeyVersion"
+)
+
+// listSelect is every plain column: List never fetches sealed ones, so
+// tokens are neither transferred nor decrypted to list connections.
+var listSelect = strings.Join([]string{
+	"PartitionKey", "RowKey",
+	colUserID, colStatus, colAccountID, colTenantID, colEmail, colDisplayName, colScopes,
+	colAccessTokenExpiresAt, colConnectedAt, colLastRefreshedAt, colLastUsedAt,
+	colLastErrorCode, colLastErrorAt,
+}, ",")
+
+// connectionAAD is the additional data sealing a connections column:
+// "connections|<PartitionKey>|<RowKey>|<column>". A sealed value moved to
+// another user's row, or from one token column to the other, does not open.
+// The table is named by its role, not its configured name, so rows keep
+// opening if the table is renamed or copied.
+func connectionAAD(partitionKey, column string) []byte {
+	return []byte("connections|" + partitionKey + "|" + rowMicrosoft + "|" + column)
+}
+
+// Get returns the connection with its tokens opened, or an error wrapping
+// connection.ErrNotFound.
+func (s *Store) Get(ctx context.Context, userID string) (connection.Connection, error) {
+	if err := ValidUserID(userID); err != nil {
+		return connection.Connection{}, fmt.Errorf("tablestore: get: %w", err)
+	}
+	if err := s.ready(ctx, "get"); err != nil {
+		return connection.Connection{}, err
+	}
+	resp, err := s.conns.GetEntity(ctx, EncodeKey(userID), rowMicrosoft, nil)
+	if err != nil {
+		return connection.Connection{}, fmt.Errorf("tablestore: get: %w", mapError(err))
+	}
+	e, err := parseEntity(resp.Value)
+	if err != nil {
+		return connection.Connection{}, fmt.Errorf("tablestore: get: %w", err)
+	}
+	c, err := s.decodeConnection(ctx, e, true)
+	if err != nil {
+		return connection.Connection{}, fmt.Errorf("tablestore: get: %w", err)
+	}
+	c.ETag = string(resp.ETag)
+	return c, nil
+}
+
+// Create adds c; an error wrapping connection.ErrConflict if the user
+// already has a connection. ConnectedAt defaults to now. It returns c with
+// its ETag.
+func (s *Store) Create(ctx context.Context, c connection.Connection) (connection.Connection, error) {
+	if err := ValidConnection(c); err != nil {
+		return connection.Connection{}, fmt.Errorf("tablestore: create: %w", err)
+	}
+	if err := s.ready(ctx, "create"); err != nil {
+		return connection.Connection{}, err
+	}
+	if c.ConnectedAt.IsZero() {
+		c.ConnectedAt = s.now()
+	}
+	body, err := s.encodeConnection(ctx, c)
+	if err != nil {
+		return connection.Connection{}, fmt.Errorf("tablestore: create: %w", err)
+	}
+	resp, err := s.conns.AddEntity(ctx, body, nil)
+	if err != nil {
+		return connection.Connection{}, fmt.Errorf("tablestore: create: %w", mapError(err))
+	}
+	c.ETag = string(resp.ETag)
+	return c, nil
+}
+
+// Update replaces the stored row if its ETag still equals c.ETag (an error
+// wrapping connection.ErrConflict if not, connection.ErrNotFound if the row
+// is gone). Tokens are sealed again with the current key. It returns c with
+// the new ETag.
+func (s *Store) Update(ctx context.Context, c connection.Connection) (connection.Connection, error) {
+	if err := ValidConnection(c); err != nil {
+		return connection.Connection{}, fmt.Errorf("tablestore: update: %w", err)
+	}
+	if c.ETag == "" {
+		// An unconditional write could undo a concurrent refresh and lose a
+		// rotated refresh token: refuse it like a lost race.
+		return connection.Connection{}, fmt.Errorf("tablestore: update: %w: connection has no etag", connection.ErrConflict)
+	}
+	if err := s.ready(ctx, "update"); err != nil {
+		return connection.Connection{}, err
+	}
+	body, err := s.encodeConnection(ctx, c)
+	if err != nil {
+		return connection.Connection{}, fmt.Errorf("tablestore: update: %w", err)
+	}
+	etag := azcore.ETag(c.ETag)
+	resp, err := s.conns.UpdateEntity(ctx, body, &aztables.UpdateEntityOptions{IfMatch: &etag, UpdateMode: aztables.UpdateModeReplace})
+	if err != nil {
+		return connection.Connection{}, fmt.Errorf("tablestore: update: %w", mapError(err))
+	}
+	c.ETag = string(resp.ETag)
+	return c, nil
+}
+
+// Delete removes the user's connection, unconditionally; nil if there was
+// none.
+func (s *Store) Delete(ctx context.Context, userID string) error {
+	if err := ValidUserID(userID); err != nil {
+		return fmt.Errorf("tablestore: delete: %w", err)
+	}
+	if err := s.ready(ctx, "delete"); err != nil {
+		return err
+	}
+	if _, err := s.conns.DeleteEntity(ctx, EncodeKey(userID), rowMicrosoft, nil); err != nil && !isNotFound(err) {
+		return fmt.Errorf("tablestore: delete: %w", err)
+	}
+	return nil
+}
+
+// List returns one page of connections without tokens: only plain columns
+// are fetched. It asks the service for at most the rest of q.Limit per
+// request and follows continuations until the page is full or the table
+// ends, holding no more than one page in memory. The cursor carries the
+// service's continuation, so across pages every connection appears exactly
+// once, whatever changes between requests.
+func (s *Store) List(ctx context.Context, q connection.ListQuery) (connection.Page, error) {
+	if err := ValidListQuery(q); err != nil {
+		return connection.Page{}, fmt.Errorf("tablestore: list: %w", err)
+	}
+	var next continuation
+	if q.Cursor != "" {
+		var err error
+		if next, err = decodeCursor(q.Cursor, q.Status); err != nil {
+			return connection.Page{}, fmt.Errorf("tablestore: list: %w", err)
+		}
+	}
+	if err := s.ready(ctx, "list"); err != nil {
+		return connection.Page{}, err
+	}
+	opts := aztables.ListEntitiesOptions{Select: &listSelect}
+	if q.Status != "" {
+		// ValidListQuery allows only the two statuses: nothing to escape.
+		filter := colStatus + " eq '" + string(q.Status) + "'"
+		opts.Filter = &filter
+	}
+	page := connection.Page{Connections: make([]connection.Connection, 0, min(q.Limit, 100))}
+	for {
+		top := int32(q.Limit - len(page.Connections))
+		opts.Top = &top
+		opts.NextPartitionKey, opts.NextRowKey = next.pk(), next.rk()
+		resp, err := s.conns.NewListEntitiesPager(&opts).NextPage(ctx)
+		if err != nil {
+			return connection.Page{}, fmt.Errorf("tablestore: list: %w", err)
+		}
+		if len(resp.Entities) > int(top) {
+			// Keeping the extra would overfill the page, dropping it would
+			// lose rows: the cursor would be wrong either way.
+			return connection.Page{}, fmt.Errorf("tablestore: list: service returned %d entities for $top=%d", len(resp.Entities), top)
+		}
+		for _, raw := range resp.Entities {
+			e, err := parseEntity(raw)
+			if err != nil {
+				return connection.Page{}, fmt.Errorf("tablestore: list: %w", err)
+			}
+			c, err := s.decodeConnection(ctx, e, false)
+			if err != nil {
+				return connection.Page{}, fmt.Errorf("tablestore: list: %w", err)
+			}
+			if c.ETag, err = e.str("odata.etag"); err != nil {
+				return connection.Page{}, fmt.Errorf("tablestore: list: %w", err)
+			}
+			page.Connections = append(page.Connections, c)
+		}
+		next = continuation{PK: deref(resp.NextPartitionKey), RK: deref(resp.NextRowKey)}
+		if next.done() {
+			return page, nil
+		}
+		if len(page.Connections) == q.Limit {
+			page.NextCursor = encodeCursor(next, q.Status)
+			return page, nil
+		}
+	}
+}
+
+// ErrInvalidConnection: a connection no valid row can hold.
+var ErrInvalidConnection = errors.New("invalid connection")
+
+// ValidConnection refuses what no valid row can hold: an invalid user_id
+// (wrapping ErrInvalidUserID) or an unknown status (ErrInvalidConnection).
+func ValidConnection(c connection.Connection) error {
+	if err := ValidUserID(c.UserID); err != nil {
+		return err
+	}
+	if !c.Status.Valid() {
+		return fmt.Errorf("%w: unknown status %q", ErrInvalidConnection, c.Status)
+	}
+	return nil
+}
+
+// ErrInvalidQuery: a ListQuery outside the contract (limit 1-1000, status
+// empty or one of the statuses).
+var ErrInvalidQuery = errors.New("invalid list query")
+
+// ValidListQuery checks q's limit and status (not its cursor, which only
+// the store that issued it can read). Errors wrap ErrInvalidQuery.
+func ValidListQuery(q connection.ListQuery) error {
+	if q.Limit < 1 || q.Limit > 1000 {
+		return fmt.Errorf("%w: limit %d not in 1..1000", ErrInvalidQuery, q.Limit)
+	}
+	if q.Status != "" && !q.Status.Valid() {
+		return fmt.Errorf("%w: unknown status %q", ErrInvalidQuery, q.Status)
+	}
+	return nil
+}
+
+func (s *Store) encodeConnection(ctx context.Context, c connection.Connection) ([]byte, error) {
+	pk := EncodeKey(c.UserID)
+	props := map[string]any{
+		colUserID:      c.UserID,
+		colStatus:      string(c.Status),
+		colAccountID:   c.Account.ID,
+		colTenantID:    c.Account.TenantID,
+		colEmail:       c.Account.Email,
+		colDisplayName: c.Account.DisplayName,
+		colScopes:      strings.Join(c.Scopes, " "),
+	}
+	setTime(props, colAccessTokenExpiresAt, c.AccessTokenExpiresAt)
+	setTime(props, colConnectedAt, c.ConnectedAt)
+	setTime(props, colLastRefreshedAt, c.LastRefreshedAt)
+	setTime(props, colLastUsedAt, c.LastUsedAt)
+	if c.LastError != nil {
+		props[colLastErrorCode] = c.LastError.Code
+		setTime(props, colLastErrorAt, c.LastError.At)
+	}
+	for _, f := range []struct{ col, value string }{
+		{colAccessTokenSealed, c.AccessToken},
+		{colRefreshTokenSealed, c.RefreshToken},
+	} {
+		if f.value == "" {
+			continue // nothing to protect; an absent column reads back as ""
+		}
+		sealed, version, err := s.seal(ctx, f.value, connectionAAD(pk, f.col))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f.col, err)
+		}
+		props[f.col] = sealed
+		props[colKeyVersion] = version
+	}
+	return marshalEntity(pk, rowMicrosoft, props)
+}
+
+// seal seals plaintext and returns the key version named in the result.
+func (s *Store) seal(ctx context.Context, plaintext string, aad []byte) (sealed, version string, err error) {
+	sealed, err = s.sealer.Seal(ctx, []byte(plaintext), aad)
+	if err != nil {
+		return "", "", err
+	}
+	version, err = sealing.KeyVersion(sealed)
+	if err != nil {
+		return "", "", err
+	}
+	return sealed, version, nil
+}
+
+// open opens a sealed column; an absent column is "".
+func (s *Store) open(ctx context.Context, e rawEntity, col string, aad []byte) (string, error) {
+	sealed, err := e.str(col)
+	if err != nil || sealed == "" {
+		return "", err
+	}
+	plain, err := s.sealer.Open(ctx, sealed, aad)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", col, err)
+	}
+	return string(plain), nil
+}
+
+// decodeConnection reads a connections entity; tokens only when asked.
+func (s *Store) decodeConnection(ctx context.Context, e rawEntity, withTokens bool) (connection.Connection, error) {
+	var c connection.Connection
+	pk, err := e.str("PartitionKey")
+	if err != nil {
+		return c, err
+	}
+	// Columns are read in order and the first error wins.
+	str := func(col string, dst *string) {
+		if err == nil {
+			*dst, err = e.str(col)
+		}
+	}
+	tm := func(col string, dst *time.Time) {
+		if err == nil {
+			*dst, err = e.time(col)
+		}
+	}
+	var status, scopes string
+	var lastErr connection.LastError
+	str(colUserID, &c.UserID)
+	str(colStatus, &status)
+	str(colAccountID, &c.Account.ID)
+	str(colTenantID, &c.Account.TenantID)
+	str(colEmail, &c.Account.Email)
+	str(colDisplayName, &c.Account.DisplayName)
+	str(colScopes, &scopes)
+	str(colLastErrorCode, &lastErr.Code)
+	tm(colAccessTokenExpiresAt, &c.AccessTokenExpiresAt)
+	tm(colConnectedAt, &c.ConnectedAt)
+	tm(colLastRefreshedAt, &c.LastRefreshedAt)
+	tm(colLastUsedAt, &c.LastUsedAt)
+	tm(colLastErrorAt, &lastErr.At)
+	if err != nil {
+		return c, fmt.Errorf("row %s: %w", pk, err)
+	}
+	if EncodeKey(c.UserID) != pk {
+		// The key is derived from the user_id; a mismatch means a row
+		// written by hand or by another program. Refuse to guess.
+		return c, fmt.Errorf("row %s: column %s %q does not match the partition key", pk, colUserID, c.UserID)
+	}
+	c.Status = connection.Status(status)
+	if c.Scopes = strings.Fields(scopes); len(c.Scopes) == 0 {
+		c.Scopes = nil
+	}
+	if lastErr.Code != "" || !lastErr.At.IsZero() {
+		c.LastError = &lastErr
+	}
+	if withTokens {
+		if c.AccessToken, err = s.open(ctx, e, colAccessTokenSealed, connectionAAD(pk, colAccessTokenSealed)); err != nil {
+			return c, fmt.Errorf("row %s: %w", pk, err)
+		}
+		if c.RefreshToken, err = s.open(ctx, e, colRefreshTokenSealed, connectionAAD(pk, colRefreshTokenSealed)); err != nil {
+			return c, fmt.Errorf("row %s: %w", pk, err)
+		}
+	}
+	return c, nil
+}
+
+// continuation is the service's paging position.
+type continuation struct {
+	PK string `json:"pk"`
+	RK string `json:"rk,omitempty"`
+}
+
+func (c continuation) done() bool { return c.PK == "" && c.RK == "" }
+
+func (c continuation) pk() *string {
+	if c.PK == "" {
+		return nil
+	}
+	return &c.PK
+}
+
+func (c continuation) rk() *string {
+	if c.RK == "" {
+		return nil
+	}
+	return &c.RK
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// cursorVersion changes whenever the cursor's meaning does: older cursors
+// are then refused as bad, not misread.
+const cursorVersion = 1
+
+// cursor is what NextCursor carries, base64url-encoded JSON: the
+// continuation plus the status filter it belongs to (a continuation of a
+// filtered scan means nothing to another filter).
+type cursor struct {
+	V      int    `json:"v"`
+	Status string `json:"status"`
+	continuation
+}
+
+func encodeCursor(next continuation, status connection.Status) string {
+	b, err := json.Marshal(cursor{V: cursorVersion, Status: string(status), continuation: next})
+	if err != nil {
+		panic(err) // strings only: cannot fail
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// decodeCursor returns the continuation in s, or an error wrapping
+// connection.ErrBadCursor if s is not a cursor List issued for status.
+func decodeCursor(s string, status connection.Status) (continuation, error) {
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
+	if err != nil {
+		return continuation{}, fmt.Errorf("%w: not base64url", connection.ErrBadCursor)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	var c cursor
+	if err := dec.Decode(&c); err != nil || dec.More() {
+		return continuation{}, fmt.Errorf("%w: not a cursor", connection.ErrBadCursor)
+	}
+	switch {
+	case c.V != cursorVersion:
+		return continuation{}, fmt.Errorf("%w: version %d", connection.ErrBadCursor, c.V)
+	case c.Status != string(status):
+		return continuation{}, fmt.Errorf("%w: issued for status %q, used with %q", connection.ErrBadCursor, c.Status, status)
+	case c.continuation.done():
+		return continuation{}, fmt.Errorf("%w: no position", connection.ErrBadCursor)
+	}
+	return c.continuation, nil
+}
