@@ -1,0 +1,176 @@
+// Package events tells the CMS when a connection's status changes, through the
+// optional webhook of the contract ("Events"): it builds the JSON body once per
+// event, signs it with the cms-webhook-secret (HMAC-SHA256), and delivers it
+// from background workers with retries, so that a slow or absent CMS never
+// delays a user's request, a callback or a sweep.
+//
+// It owns the wire format of events, their signature and their delivery. It
+// does not decide when a status changes (connectflow, tokens and sweep do),
+// and it does not read settings or secrets itself: the URL and a function
+// returning the current secret are injected.
+package events
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/megdocs/msconnector/handler/internal/connection"
+)
+
+// Event types, exactly as the contract spells them.
+const (
+	// TypeConnected: a user connected (or connected again while already
+	// connected).
+	TypeConnected = "connection.connected"
+	// TypeReconnectRequired: Microsoft refused the refresh token for good;
+	// Reason carries the stable code (for example "invalid_grant").
+	TypeReconnectRequired = "connection.reconnect_required"
+	// TypeRecovered: a reconnect_required connection was connected again.
+	TypeRecovered = "connection.recovered"
+	// TypeDisconnected: the connection was deleted.
+	TypeDisconnected = "connection.disconnected"
+)
+
+// Header names of a delivery.
+const (
+	// SignatureHeader carries "sha256=<hex HMAC-SHA256 of the raw body>".
+	SignatureHeader = "X-MEGDocs-Signature"
+	// DeliveryHeader carries the event ID: the same on every retry, so the
+	// CMS can drop duplicates.
+	DeliveryHeader = "X-MEGDocs-Delivery"
+)
+
+const signaturePrefix = "sha256="
+
+// Event is one change of a connection's status.
+//
+// ID is left empty by callers: Publish assigns a random one. At is the time
+// of the change (Publish uses the publisher's clock when it is zero).
+// Account is nil when the connection has none to report (for example after
+// a deletion that did not load it); Reason is empty except on
+// TypeReconnectRequired.
+type Event struct {
+	ID      string
+	Type    string
+	UserID  string
+	At      time.Time
+	Account *connection.Account
+	Reason  string
+}
+
+// validType reports whether t is one of the contract's event types.
+func validType(t string) bool {
+	switch t {
+	case TypeConnected, TypeReconnectRequired, TypeRecovered, TypeDisconnected:
+		return true
+	}
+	return false
+}
+
+// wireAccount and wireEvent are the contract's JSON. Pointers without
+// omitempty make absent values an explicit null: the CMS relies on every key
+// being present.
+type wireAccount struct {
+	ID          string `json:"id"`
+	TenantID    string `json:"tenant_id"`
+	Email       string `json:"email"`
+	DisplayName string `json:"display_name"`
+}
+
+type wireEvent struct {
+	Type    string       `json:"type"`
+	UserID  string       `json:"user_id"`
+	At      string       `json:"at"`
+	Account *wireAccount `json:"account"`
+	Reason  *string      `json:"reason"`
+}
+
+// encode builds the body of e. It is called once per event: every retry
+// sends these same bytes, so the signature and any deduplication on the CMS
+// side see one event, not one per attempt.
+func encode(e Event) ([]byte, error) {
+	if !validType(e.Type) {
+		return nil, fmt.Errorf("events: encode: unknown event type %q", e.Type)
+	}
+	if e.UserID == "" {
+		return nil, fmt.Errorf("events: encode: empty user_id")
+	}
+	w := wireEvent{
+		Type:   e.Type,
+		UserID: e.UserID,
+		// Second precision, like every other time in the contract; the CMS
+		// reads GET /api/connections/{user_id} for the current truth.
+		At: e.At.UTC().Format(time.RFC3339),
+	}
+	if e.Account != nil {
+		w.Account = &wireAccount{
+			ID:          e.Account.ID,
+			TenantID:    e.Account.TenantID,
+			Email:       e.Account.Email,
+			DisplayName: e.Account.DisplayName,
+		}
+	}
+	if e.Reason != "" {
+		r := e.Reason
+		w.Reason = &r
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	// user_id and names are opaque text: keep "<", ">" and "&" as they are
+	// rather than \u003c escapes, so the body reads as the CMS sent it.
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(w); err != nil {
+		return nil, fmt.Errorf("events: encode: %w", err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// Sign returns the X-MEGDocs-Signature value for body:
+// "sha256=" + hex(HMAC-SHA256(secret, body)).
+func Sign(secret string, body []byte) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write(body)
+	return signaturePrefix + hex.EncodeToString(m.Sum(nil))
+}
+
+// Verify reports whether signatureHeader is a valid X-MEGDocs-Signature of
+// body under secret. It is what the CMS does with each delivery: compute the
+// HMAC over the raw bytes received (before any JSON parsing) and compare in
+// constant time. An empty secret never verifies.
+func Verify(secret string, body []byte, signatureHeader string) bool {
+	if secret == "" {
+		return false
+	}
+	hexSig, ok := strings.CutPrefix(strings.TrimSpace(signatureHeader), signaturePrefix)
+	if !ok {
+		return false
+	}
+	got, err := hex.DecodeString(hexSig)
+	if err != nil {
+		return false
+	}
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write(body)
+	return hmac.Equal(got, m.Sum(nil))
+}
+
+// newID returns a random RFC 9562 version 4 UUID: 122 random bits make a
+// collision between two events practically impossible, and the form fits a
+// UUID column on the CMS side for deduplication.
+func newID(r io.Reader) (string, error) {
+	var b [16]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return "", fmt.Errorf("events: event id: %w", err)
+	}
+	b[6] = b[6]&0x0f | 0x40 // version 4
+	b[8] = b[8]&0x3f | 0x80 // variant 10
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32], nil
+}
