@@ -52,7 +52,17 @@ type Options struct {
 	// HTTPClient is the handler's outgoing client (nil: the production
 	// one); tests shorten its timeout to provoke timeouts.
 	HTTPClient *http.Client
+	// ManagedIdentity runs the secretless mode (MICROSOFT_CLIENT_AUTH=
+	// managed_identity): no client secret exists; the stand-in also plays
+	// the Functions managed-identity endpoint and accepts only its
+	// assertions. azidentity reads IDENTITY_ENDPOINT and IDENTITY_HEADER
+	// from the process environment, so Start sets them there: one such
+	// stack per process (azidentity also caches tokens per process).
+	ManagedIdentity bool
 }
+
+// ManagedIdentityClientID is the stand-in's user-assigned identity.
+const ManagedIdentityClientID = "99999999-8888-4777-8666-555555555555"
 
 // Stack is a running local system.
 type Stack struct {
@@ -151,10 +161,25 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	}
 	s.CMSURL = cmsURL
 
-	idp, err := devidp.New(devidp.Config{
+	idpCfg := devidp.Config{
 		ClientID: ClientID, ClientSecret: clientSecret, RedirectURL: s.HandlerURL + "/api/callback",
 		ExpiresIn: o.IdentityExpiresIn, Logger: component(logs, "devidp"),
-	})
+	}
+	if o.ManagedIdentity {
+		idpCfg.ClientSecret = "" // no secret exists at all
+		idpCfg.ManagedIdentityClientID = ManagedIdentityClientID
+		idpCfg.IdentityHeader = random(16)
+		delete(env, "MICROSOFT_CLIENT_SECRET")
+		env["MICROSOFT_CLIENT_AUTH"] = config.ClientAuthManagedIdentity
+		env["AZURE_CLIENT_ID"] = ManagedIdentityClientID
+		if err := os.Setenv("IDENTITY_ENDPOINT", s.IdentityURL+devidp.ManagedIdentityPath); err != nil {
+			return nil, err
+		}
+		if err := os.Setenv("IDENTITY_HEADER", idpCfg.IdentityHeader); err != nil {
+			return nil, err
+		}
+	}
+	idp, err := devidp.New(idpCfg)
 	if err != nil {
 		return nil, fmt.Errorf("devstack: %w", err)
 	}
