@@ -1,0 +1,151 @@
+package sweep
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/megdocs/msconnector/handler/internal/connection"
+	"github.com/megdocs/msconnector/handler/internal/memstore"
+	"github.com/megdocs/msconnector/handler/internal/tokens"
+)
+
+var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+// fakeTokens counts refreshes and tracks how many run at once.
+type fakeTokens struct {
+	mu       sync.Mutex
+	seen     map[string]int
+	inFlight atomic.Int64
+	maxSeen  atomic.Int64
+	hold     time.Duration
+	outcome  func(userID string) (tokens.Outcome, error)
+}
+
+func (f *fakeTokens) RefreshIfDue(ctx context.Context, userID string) (tokens.Outcome, error) {
+	n := f.inFlight.Add(1)
+	defer f.inFlight.Add(-1)
+	for {
+		m := f.maxSeen.Load()
+		if n <= m || f.maxSeen.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	f.mu.Lock()
+	f.seen[userID]++
+	f.mu.Unlock()
+	time.Sleep(f.hold)
+	if f.outcome != nil {
+		return f.outcome(userID)
+	}
+	return tokens.Refreshed, nil
+}
+
+func seed(t *testing.T, store *memstore.Store, due, fresh, dead int) {
+	t.Helper()
+	add := func(id string, c connection.Connection) {
+		c.UserID, c.AccessToken, c.RefreshToken, c.ConnectedAt = id, "at", "rt", t0.Add(-48*time.Hour)
+		if _, err := store.Create(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < due; i++ { // not refreshed for longer than MaxAge
+		add(fmt.Sprintf("due-%04d", i), connection.Connection{Status: connection.StatusConnected, LastRefreshedAt: t0.Add(-25 * time.Hour), AccessTokenExpiresAt: t0.Add(time.Hour)})
+	}
+	for i := 0; i < fresh; i++ {
+		add(fmt.Sprintf("fresh-%04d", i), connection.Connection{Status: connection.StatusConnected, LastRefreshedAt: t0.Add(-time.Hour), AccessTokenExpiresAt: t0.Add(time.Hour)})
+	}
+	for i := 0; i < dead; i++ { // never refreshed, however old
+		add(fmt.Sprintf("dead-%04d", i), connection.Connection{Status: connection.StatusReconnectRequired, LastRefreshedAt: t0.Add(-100 * 24 * time.Hour)})
+	}
+}
+
+func newSweeper(store *memstore.Store, ft *fakeTokens, now func() time.Time) *Sweeper {
+	return &Sweeper{Store: store, Pending: store, Tokens: ft, Policy: connection.DefaultPolicy(),
+		Concurrency: 4, PageSize: 7, Log: zerolog.Nop(), Now: now}
+}
+
+func TestSweepRefreshesEveryDueConnectionOnce(t *testing.T) {
+	store := memstore.New(memstore.Options{})
+	seed(t, store, 50, 20, 5)
+	ft := &fakeTokens{seen: map[string]int{}, hold: time.Millisecond}
+	sum, err := newSweeper(store, ft, func() time.Time { return t0 }).Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Due != 50 || sum.Refreshed != 50 || sum.ConnectionsTotal != 75 || sum.Skipped != 0 || sum.StoppedBy != "" {
+		t.Errorf("summary = %+v", sum)
+	}
+	for id, n := range ft.seen {
+		if n != 1 || id[:3] != "due" {
+			t.Errorf("%s refreshed %d times", id, n)
+		}
+	}
+	if m := ft.maxSeen.Load(); m > 4 {
+		t.Errorf("%d refreshes ran at once, want at most the concurrency 4", m)
+	}
+}
+
+func TestSweepStopsStartingWorkAtTheDeadline(t *testing.T) {
+	store := memstore.New(memstore.Options{})
+	seed(t, store, 40, 0, 0)
+	var calls atomic.Int64
+	start := t0
+	// Each refresh moves the clock a minute; the deadline is 10 minutes.
+	ft := &fakeTokens{seen: map[string]int{}, outcome: func(string) (tokens.Outcome, error) { calls.Add(1); return tokens.Refreshed, nil }}
+	sw := newSweeper(store, ft, func() time.Time { return start.Add(time.Duration(calls.Load()) * time.Minute) })
+	sw.Concurrency = 1
+	sw.Deadline = 10 * time.Minute
+	sum, err := sw.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Refreshed < 9 || sum.Refreshed > 11 || sum.Refreshed+sum.Skipped != sum.Due {
+		t.Errorf("summary = %+v: want about 10 refreshed and the rest skipped", sum)
+	}
+}
+
+func TestSweepStopsAfterAConfigurationError(t *testing.T) {
+	store := memstore.New(memstore.Options{})
+	seed(t, store, 30, 0, 0)
+	ft := &fakeTokens{seen: map[string]int{}, outcome: func(string) (tokens.Outcome, error) {
+		return tokens.ConfigurationFailure, errors.New("invalid_client")
+	}}
+	sw := newSweeper(store, ft, func() time.Time { return t0 })
+	sw.Concurrency = 1
+	sum, err := sw.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(ft.seen); n > 2 {
+		t.Errorf("%d refreshes attempted after a configuration error, want the sweep to stop", n)
+	}
+	// The listing stops with the workers: due counts what was listed.
+	if sum.StoppedBy != "configuration" || sum.Refreshed != 0 || sum.TransientFailures+sum.Skipped != sum.Due || sum.Skipped == 0 {
+		t.Errorf("summary = %+v", sum)
+	}
+}
+
+func TestSweepDeletesExpiredSessions(t *testing.T) {
+	store := memstore.New(memstore.Options{})
+	ctx := context.Background()
+	for i, exp := range []time.Time{t0.Add(-time.Minute), t0.Add(time.Minute)} {
+		id := fmt.Sprintf("%064x", i+1)
+		if err := store.PutPending(ctx, connection.Pending{Kind: connection.PendingSession, ID: id, UserID: "u", ReturnURL: "https://x/", CreatedAt: t0.Add(-time.Hour), ExpiresAt: exp}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sum, err := newSweeper(store, &fakeTokens{seen: map[string]int{}}, func() time.Time { return t0 }).Run(ctx)
+	if err != nil || sum.SessionsDeleted != 1 {
+		t.Errorf("sessions deleted = %d (%v), want 1", sum.SessionsDeleted, err)
+	}
+	if _, err := store.GetPending(ctx, connection.PendingSession, fmt.Sprintf("%064x", 2)); err != nil {
+		t.Errorf("the live session was deleted: %v", err)
+	}
+}
