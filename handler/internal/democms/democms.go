@@ -244,7 +244,7 @@ h1{font-size:1.3rem} .card{border:1px solid #d0d7de;border-radius:8px;padding:1r
 .connected{background:#dafbe1;color:#1a7f37}.reconnect_required{background:#fff1e5;color:#bc4c00}.none{background:#eaeef2}
 .banner{padding:.6rem 1rem;border-radius:6px;background:#ffebe9}.banner.ok{background:#dafbe1}
 pre{background:#f6f8fa;padding:.75rem;border-radius:6px;overflow:auto} button{margin:.2rem .3rem .2rem 0;padding:.4rem .8rem}
-dt{font-weight:600;float:left;width:11rem} dd{margin-left:11rem}
+dl{display:grid;grid-template-columns:11rem 1fr;gap:.15rem 0} dt{font-weight:600} dd{margin:0}
 </style></head><body>
 <h1>MEGDocs · Account settings · Microsoft <small>(demo CMS)</small></h1>
 {{if .Banner}}<p id="banner" class="banner {{.BannerOK}}">{{.Banner}}</p>{{end}}
