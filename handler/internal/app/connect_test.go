@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
@@ -142,6 +143,10 @@ func TestConnectFlow(t *testing.T) {
 	if st["last_error"] != nil || st["connected_at"] == nil || st["access_token_expires_at"] == nil {
 		t.Errorf("status = %s", r.body)
 	}
+	// Microsoft's granted scopes, as the contract shows them.
+	if got, _ := json.Marshal(st["scopes"]); string(got) != `["User.Read","Files.ReadWrite.All","offline_access"]` && string(got) != `["Files.ReadWrite.All","User.Read","offline_access"]` {
+		t.Errorf("scopes = %s", got)
+	}
 	for _, k := range []string{"user_id", "status", "account", "scopes", "access_token_expires_at", "connected_at", "last_refreshed_at", "last_error"} {
 		if _, ok := st[k]; !ok {
 			t.Errorf("status lacks %q: %s", k, r.body)
@@ -171,6 +176,9 @@ func TestConnectFlow(t *testing.T) {
 	}
 	if strings.Contains(string(r.body), rt) {
 		t.Error("the token API returned the refresh token")
+	}
+	if sc := strings.Fields(tok["scope"].(string)); len(sc) != 2 || !contains(sc, "User.Read") || !contains(sc, "Files.ReadWrite.All") {
+		t.Errorf("token scope = %q, want the access token's scopes User.Read Files.ReadWrite.All", tok["scope"])
 	}
 
 	// Raw entities hold no token, code or verifier in clear text.

@@ -269,7 +269,8 @@ func (s *Service) CompleteConnect(ctx context.Context, cb Callback) (string, err
 	now := s.now()
 	c := connection.Connection{
 		UserID: st.UserID, Status: connection.StatusConnected, Account: acct,
-		Scopes: grant.Scopes, AccessToken: grant.AccessToken, RefreshToken: grant.RefreshToken,
+		Scopes:      connection.NormalizeScopes(grant.Scopes, grant.RefreshToken != ""),
+		AccessToken: grant.AccessToken, RefreshToken: grant.RefreshToken,
 		AccessTokenExpiresAt: grant.ExpiresAt, ConnectedAt: now, LastRefreshedAt: now, LastUsedAt: now,
 	}
 	if c.RefreshToken == "" {

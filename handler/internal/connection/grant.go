@@ -2,6 +2,7 @@ package connection
 
 import (
 	"context"
+	"strings"
 	"time"
 )
 
@@ -20,6 +21,9 @@ type Grant struct {
 func (g Grant) String() string {
 	return "grant{access_token:" + boolStr(g.AccessToken != "") + " refresh_token:" + boolStr(g.RefreshToken != "") + " expires:" + g.ExpiresAt.UTC().Format(time.RFC3339) + "}"
 }
+
+// GoString keeps %#v from printing tokens too.
+func (g Grant) GoString() string { return g.String() }
 
 // Refresher redeems a refresh token. msidentity implements it.
 type Refresher interface {
@@ -53,3 +57,46 @@ type NopPublisher struct{}
 
 // Publish does nothing.
 func (NopPublisher) Publish(Event) {}
+
+// oidcScopes only shape the id_token; they are not permissions the CMS can
+// use, so they are not reported as a connection's scopes.
+var oidcScopes = map[string]bool{"openid": true, "profile": true, "email": true}
+
+// NormalizeScopes turns the scope list Microsoft granted into the
+// contract's: Graph's short names (Microsoft may answer
+// https://graph.microsoft.com/Files.ReadWrite.All, or a sovereign cloud's
+// host), without the OpenID Connect scopes, and with offline_access when a
+// refresh token came with the grant (Microsoft never lists it, but that is
+// what it granted).
+func NormalizeScopes(scopes []string, refreshToken bool) []string {
+	out := make([]string, 0, len(scopes)+1)
+	seen := map[string]bool{}
+	for _, s := range scopes {
+		if i := strings.Index(s, "://"); i >= 0 {
+			if j := strings.LastIndexByte(s[i+3:], '/'); j >= 0 {
+				s = s[i+3+j+1:]
+			}
+		}
+		if s == "" || oidcScopes[strings.ToLower(s)] || seen[s] {
+			continue
+		}
+		seen[s] = true
+		out = append(out, s)
+	}
+	if refreshToken && !seen["offline_access"] {
+		out = append(out, "offline_access")
+	}
+	return out
+}
+
+// AccessScopes are the scopes of the access token itself: offline_access
+// is about refresh tokens, so the token API does not report it.
+func AccessScopes(scopes []string) []string {
+	out := make([]string, 0, len(scopes))
+	for _, s := range scopes {
+		if s != "offline_access" {
+			out = append(out, s)
+		}
+	}
+	return out
+}

@@ -82,6 +82,9 @@ func (p Pending) String() string {
 	return "pending{kind:" + string(p.Kind) + " user_id:" + p.UserID + " used:" + boolStr(p.Used) + " verifier:" + boolStr(p.Verifier != "") + "}"
 }
 
+// GoString keeps %#v from printing the verifier too.
+func (p Pending) GoString() string { return p.String() }
+
 func boolStr(b bool) string {
 	if b {
 		return "true"

@@ -257,7 +257,8 @@ func apply(c connection.Connection, g connection.Grant, now time.Time, used bool
 	}
 	c.AccessTokenExpiresAt = g.ExpiresAt
 	if len(g.Scopes) > 0 {
-		c.Scopes = g.Scopes
+		// offline_access stays granted while we hold a refresh token.
+		c.Scopes = connection.NormalizeScopes(g.Scopes, c.RefreshToken != "")
 	}
 	c.LastRefreshedAt = now
 	c.LastError = nil
@@ -338,7 +339,7 @@ func (s *Service) touch(c connection.Connection, now time.Time) {
 func (s *Service) Wait() { s.bg.Wait() }
 
 func tokenOf(c connection.Connection) Token {
-	return Token{AccessToken: c.AccessToken, ExpiresAt: c.AccessTokenExpiresAt, Scopes: c.Scopes}
+	return Token{AccessToken: c.AccessToken, ExpiresAt: c.AccessTokenExpiresAt, Scopes: connection.AccessScopes(c.Scopes)}
 }
 
 func (s *Service) now() time.Time {
