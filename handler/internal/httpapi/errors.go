@@ -48,7 +48,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		writeJSONError(w, http.StatusConflict, "reconnect_required", "Microsoft no longer accepts this connection: the user must connect again")
 	case errors.As(err, &unavail):
 		w.Header().Set("Retry-After", retryAfter(unavail.RetryAfter))
-		writeJSONError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "Microsoft cannot refresh the token right now; retry later")
+		writeJSONError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the access token cannot be refreshed right now; retry later")
 	case errors.As(err, &cfg):
 		w.Header().Set("Retry-After", "60")
 		writeJSONError(w, http.StatusServiceUnavailable, "not_configured", "Microsoft rejected the connector's app credentials; an administrator must fix the configuration (see the log)")

@@ -44,10 +44,12 @@ type KeyVaultOptions struct {
 	// FetchTimeout bounds one read, the SDK's retries included. Zero means
 	// 15s.
 	FetchTimeout time.Duration
-	// StaleWait: when the TTL is over and a last good value exists, Get
-	// waits this long for Key Vault, then answers with the last good value
-	// while the read finishes in the background. A slow or unreachable
-	// vault then costs a request at most this much. Zero means 2s.
+	// StaleWait: when the TTL (or the failure backoff) is over and Key
+	// Vault answered before, Get waits this long for Key Vault, then
+	// answers with what it said last (the last good value, or the
+	// not-configured error) while the read finishes in the background. A
+	// slow or unreachable vault then costs a request at most this much per
+	// secret. Zero means 2s.
 	StaleWait time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -177,8 +179,9 @@ func vaultName(u *url.URL) string {
 
 // Get returns the secret's current version, from the cache while it is
 // younger than the TTL. After the TTL it reads Key Vault; if that takes
-// longer than StaleWait and a last good value exists, it answers with that
-// value and lets the read finish in the background.
+// longer than StaleWait and Key Vault answered before, it answers what Key
+// Vault said last (the last good value, or why the secret is not
+// configured) and lets the read finish in the background.
 func (k *KeyVault) Get(ctx context.Context, name string) (Secret, error) {
 	if err := checkName(name); err != nil {
 		return Secret{}, err
@@ -187,17 +190,20 @@ func (k *KeyVault) Get(ctx context.Context, name string) (Secret, error) {
 	if s, err, ok := k.cached(key); ok {
 		return s, err
 	}
-	good, hasGood := k.lastGood(key)
-	if !hasGood {
+	last, lastErr, known := k.lastKnown(key)
+	if !known {
 		return k.read(ctx, key)
 	}
+	// A secret that failed before waits no longer than one with a last
+	// good value: otherwise an absent optional secret
+	// (cms-api-key-previous outside a rotation) would hold every CMS
+	// request for the whole FetchTimeout while Key Vault hangs.
 	wait, cancel := context.WithTimeout(ctx, k.staleWait)
 	defer cancel()
 	s, err := k.read(wait, key)
-	if err != nil && ctx.Err() == nil {
-		// Only the wait ran out: with a last good value in hand, a read
-		// never fails otherwise (fetch answers with that value).
-		return good, nil
+	if err != nil && ctx.Err() == nil && wait.Err() != nil {
+		// Only the wait ran out: answer what Key Vault said last.
+		return last, lastErr
 	}
 	return s, err
 }
@@ -246,13 +252,21 @@ func (k *KeyVault) cached(key slotKey) (Secret, error, bool) {
 	return Secret{}, nil, false
 }
 
-func (k *KeyVault) lastGood(key slotKey) (Secret, bool) {
+// lastKnown is what Key Vault said last about key: the last good value, or
+// the not-configured error of a secret never read successfully. known is
+// false before the first answer.
+func (k *KeyVault) lastKnown(key slotKey) (last Secret, lastErr error, known bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if s := k.slots[key]; s != nil && s.hasGood {
-		return s.good, true
+	switch s := k.slots[key]; {
+	case s == nil:
+		return Secret{}, nil, false
+	case s.hasGood:
+		return s.good, nil, true
+	case s.err != nil:
+		return Secret{}, s.err, true
 	}
-	return Secret{}, false
+	return Secret{}, nil, false
 }
 
 func (k *KeyVault) read(ctx context.Context, key slotKey) (Secret, error) {

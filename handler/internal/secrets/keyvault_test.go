@@ -412,6 +412,59 @@ func TestKeyVaultSlowVaultServesLastGood(t *testing.T) {
 	}
 }
 
+// Regression: a secret Key Vault said is absent (the optional previous CMS
+// key outside a rotation) has no last good value. While Key Vault hangs, Get
+// must still answer its last known state after StaleWait instead of holding
+// the request (every CMS request reads this key) for the whole FetchTimeout.
+func TestKeyVaultSlowVaultDoesNotHoldAnAbsentSecret(t *testing.T) {
+	e := newFakeEnv(t, func(o *KeyVaultOptions) {
+		o.StaleWait = 30 * time.Millisecond
+		o.FetchTimeout = time.Minute
+	})
+	if _, err := e.kv.Get(context.Background(), CMSAPIKeyPrevious); !errors.Is(err, ErrNotConfigured) {
+		t.Fatalf("absent secret: err = %v, want ErrNotConfigured", err)
+	}
+	entered, release := e.vault.holdReads()
+	defer release()
+	e.clock.Advance(10 * time.Second) // past the failure backoff
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.kv.Get(context.Background(), CMSAPIKeyPrevious)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrNotConfigured) {
+			t.Errorf("Get while Key Vault hangs: err = %v, want the last known ErrNotConfigured", err)
+		}
+	case <-time.After(10 * time.Second):
+		release()
+		t.Fatal("Get of an absent secret waited for a hanging Key Vault read instead of answering after StaleWait")
+	}
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Key Vault was not asked again after the backoff")
+	}
+
+	// The read carries on in the background: a secret created meanwhile
+	// lands in the cache.
+	e.vault.put(CMSAPIKeyPrevious, ver1, "cms-key-previous", nil)
+	release()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s, err := e.kv.Get(context.Background(), CMSAPIKeyPrevious)
+		if err == nil && s.Version == ver1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the background read never updated the cache: %s, %v", s, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func TestKeyVaultServesLastGoodOnFailure(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
