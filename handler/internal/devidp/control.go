@@ -25,6 +25,14 @@ func (s *Server) RevokeAccount(oid string) error {
 	return nil
 }
 
+// SetClientSecrets replaces the client secrets the app registration
+// accepts, as adding or deleting one in the portal does (none: secretless).
+func (s *Server) SetClientSecrets(secrets ...string) {
+	s.mu.Lock()
+	s.secrets = append([]string(nil), secrets...)
+	s.mu.Unlock()
+}
+
 // SetLatency delays every later token request by d (0 turns it off).
 func (s *Server) SetLatency(d time.Duration) {
 	s.mu.Lock()

@@ -128,6 +128,7 @@ type Server struct {
 	identity string // X-IDENTITY-HEADER
 
 	mu        sync.Mutex
+	secrets   []string // accepted client secrets (SetClientSecrets)
 	accounts  []Account
 	revoked   map[string]uint64 // oid -> seq at revocation: older grants die
 	codes     map[string]*authCode
@@ -223,6 +224,7 @@ func New(cfg Config) (*Server, error) {
 		now:       now,
 		log:       cfg.Logger,
 		identity:  cfg.IdentityHeader,
+		secrets:   []string{cfg.ClientSecret},
 		accounts:  append([]Account(nil), cfg.Accounts...),
 		revoked:   map[string]uint64{},
 		codes:     map[string]*authCode{},

@@ -71,6 +71,22 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// secretAccepted compares secret with every client secret the app
+// registration currently has (Microsoft allows more than one, which is how
+// a rotation overlaps).
+func (s *Server) secretAccepted(secret string) bool {
+	s.mu.Lock()
+	accepted := s.secrets
+	s.mu.Unlock()
+	ok := 0
+	for _, a := range accepted {
+		if a != "" {
+			ok |= subtle.ConstantTimeCompare([]byte(secret), []byte(a))
+		}
+	}
+	return ok == 1
+}
+
 // authenticateClient checks client_id and the credential: client_secret
 // (also accepted as HTTP Basic, as Microsoft does) or a client assertion.
 func (s *Server) authenticateClient(r *http.Request) *oauthError {
@@ -91,7 +107,7 @@ func (s *Server) authenticateClient(r *http.Request) *oauthError {
 		return &oauthError{status: 400, code: "invalid_request", aadsts: 90014,
 			message: "Send either client_secret or client_assertion, not both."}
 	case secret != "":
-		if s.cfg.ClientSecret == "" || subtle.ConstantTimeCompare([]byte(secret), []byte(s.cfg.ClientSecret)) != 1 {
+		if !s.secretAccepted(secret) {
 			return &oauthError{status: 401, code: "invalid_client", aadsts: 7000215,
 				message: fmt.Sprintf("Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '%s'.", s.cfg.ClientID)}
 		}

@@ -145,6 +145,9 @@ type stack struct {
 	store *tablestore.Store
 	ms    *msidentity.Client // the test's own client: seeds grants
 	hc    *http.Client       // the test's client for the CMS API and devidp
+	// tables is the stack's Table service connection string, for reading
+	// raw entities.
+	tables string
 }
 
 func start(t *testing.T, o options) *stack {
@@ -258,7 +261,7 @@ func start(t *testing.T, o options) *stack {
 	s := &stack{
 		url: handlerURL, cmsKey: cmsKey, idp: idp, inj: inj, clock: clk, logs: logs, accounts: accounts,
 		store: tablestore.New(svc, sealing.New(keyring), tablestore.Options{}),
-		ms:    ms, hc: hc,
+		ms:    ms, hc: hc, tables: tables,
 	}
 	waitReady(t, handlerURL+"/")
 	return s

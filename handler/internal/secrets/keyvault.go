@@ -338,8 +338,9 @@ func (k *KeyVault) stored(key slotKey, s Secret, now time.Time) {
 	}
 }
 
-// failed records a failed read. With a last good value it returns that;
-// otherwise a *NotConfiguredError saying what to fix.
+// failed records a failed read. With a last good value it returns that,
+// unless Key Vault said the secret no longer exists (404); otherwise a
+// *NotConfiguredError saying what to fix.
 func (k *KeyVault) failed(key slotKey, err error, now time.Time) (Secret, error) {
 	f := k.classify(key, err)
 
@@ -356,6 +357,15 @@ func (k *KeyVault) failed(key slotKey, err error, now time.Time) (Secret, error)
 	} else {
 		sl.suppressed++
 	}
+	deleted := f.kind == "not_found" && key.version == "" && sl.hasGood
+	if deleted {
+		// Key Vault says the secret no longer exists: an admin removed it
+		// (cms-api-key-previous at the end of a rotation, say). The
+		// last-good rule covers a vault that cannot be reached or refuses
+		// (403), not one that answers "gone": stop serving the value.
+		sl.hasGood, sl.good = false, Secret{}
+		changed, logNow = true, true
+	}
 	good, hasGood, goodAt := sl.good, sl.hasGood, sl.goodAt
 	var nc *NotConfiguredError
 	if !hasGood {
@@ -371,6 +381,11 @@ func (k *KeyVault) failed(key slotKey, err error, now time.Time) (Secret, error)
 		case hasGood:
 			ev = k.log.Warn()
 			msg = "key vault secret cannot be read; serving the last good value"
+		case deleted:
+			msg = "key vault secret was deleted; its last value is no longer used"
+			if optional(key.name) {
+				ev = k.log.Info()
+			}
 		case f.kind == "not_found" && key.version == "" && optional(key.name):
 			// Absent is the normal state of an optional secret: say so
 			// once in a while, without raising an alarm.

@@ -465,6 +465,39 @@ func TestKeyVaultSlowVaultDoesNotHoldAnAbsentSecret(t *testing.T) {
 	}
 }
 
+// A secret deleted from Key Vault (404 after a good read) is no longer
+// served: the last-good rule is for a vault that cannot be reached or
+// refuses, and removing cms-api-key-previous must revoke that key.
+func TestKeyVaultStopsServingADeletedSecret(t *testing.T) {
+	for _, name := range []string{ClientSecret, CMSAPIKeyPrevious} {
+		t.Run(name, func(t *testing.T) {
+			e := newFakeEnv(t)
+			e.vault.put(name, ver1, "value-one", nil)
+			mustGet(t, e.kv, name)
+
+			e.vault.setFail(name, failMode{status: http.StatusNotFound, code: "SecretNotFound"})
+			e.clock.Advance(5 * time.Minute)
+			if s, err := e.kv.Get(context.Background(), name); !errors.Is(err, ErrNotConfigured) {
+				t.Fatalf("Get after deletion = %s, %v; want ErrNotConfigured", s, err)
+			}
+			lines := e.logs.events(t, "secret_unavailable")
+			if len(lines) != 1 || field(lines[0], "reason") != "not_found" || field(lines[0], "serving") != "" {
+				t.Errorf("log lines = %v", lines)
+			}
+			if strings.Contains(e.logs.String(), "value-one") {
+				t.Error("the deleted value was logged")
+			}
+			// Created again: served again once the backoff has passed.
+			e.vault.clearFail(name)
+			e.vault.put(name, ver2, "value-two", nil)
+			e.clock.Advance(time.Minute)
+			if s := mustGet(t, e.kv, name); s.Value != "value-two" {
+				t.Errorf("Get after re-creation = %s", s)
+			}
+		})
+	}
+}
+
 func TestKeyVaultServesLastGoodOnFailure(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -473,7 +506,6 @@ func TestKeyVaultServesLastGoodOnFailure(t *testing.T) {
 		fixSubstr string
 	}{
 		{"forbidden", failMode{status: http.StatusForbidden, code: "Forbidden"}, "forbidden", `"Key Vault Secrets User"`},
-		{"deleted", failMode{status: http.StatusNotFound, code: "SecretNotFound"}, "not_found", "az keyvault secret set --vault-name megdocs-test --name microsoft-client-secret"},
 		{"network", failMode{netErr: errors.New("dial tcp 10.0.0.4:443: connect: connection refused")}, "unreachable", "KEY_VAULT_URL"},
 		{"server error", failMode{status: http.StatusServiceUnavailable, code: "ServiceUnavailable"}, "unavailable", "retried"},
 		{"throttled", failMode{status: http.StatusTooManyRequests, code: "Throttled"}, "throttled", "SECRETS_CACHE_TTL"},
