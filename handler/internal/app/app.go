@@ -238,7 +238,11 @@ func build(cfg config.Config, d Deps) (*httpapi.Server, func()) {
 		Log:          log, Now: d.Now,
 	}
 	srv.Refresh = funchost.TimerHandler("timer", func(ctx context.Context, inv funchost.Invocation, _ funchost.TimerInfo) (any, []string, error) {
-		sum, err := sw.Run(ctx)
+		// Every line of this run carries its invocation_id (funchost puts
+		// that logger in ctx).
+		run := *sw
+		run.Log = *zerolog.Ctx(ctx)
+		sum, err := run.Run(ctx)
 		logs := []string{fmt.Sprintf("refresh sweep: due=%d refreshed=%d reconnect_required=%d transient_failures=%d skipped=%d", sum.Due, sum.Refreshed, sum.ReconnectRequired, sum.TransientFailures, sum.Skipped)}
 		return sum, logs, err
 	})

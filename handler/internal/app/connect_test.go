@@ -1,7 +1,9 @@
 package app_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -12,7 +14,9 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 
+	"github.com/megdocs/msconnector/handler/internal/azurite"
 	"github.com/megdocs/msconnector/handler/internal/devidp"
+	"github.com/megdocs/msconnector/handler/internal/devstack"
 )
 
 func TestReadiness(t *testing.T) {
@@ -437,4 +441,44 @@ func TestNotConfigured(t *testing.T) {
 	if len(s.logs.events("configuration_incomplete")) != 1 {
 		t.Error("no single configuration_incomplete line")
 	}
+}
+
+// Status and disconnect need no encryption key: with the key that sealed
+// the rows gone, the CMS can still see the connection and delete it; only
+// the token API, which must open the tokens, answers 503 not_configured.
+func TestStatusAndDeleteWorkWithoutTheSealingKey(t *testing.T) {
+	tables := azurite.ForTest(t)
+	keyA := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{1}, 32))
+	keyB := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{2}, 32))
+	first := startOn(t, tables, map[string]string{"TOKEN_ENCRYPTION_KEY": keyA})
+	first.connect(t, "k", "ada@contoso.com")
+	first.Stop()
+
+	s := startOn(t, tables, map[string]string{"TOKEN_ENCRYPTION_KEY": keyB})
+	if r := s.cms(t, http.MethodGet, "/api/connections/k", nil); r.status != http.StatusOK || r.json(t)["status"] != "connected" {
+		t.Errorf("status without the sealing key: %d %s", r.status, r.body)
+	}
+	if r := s.cms(t, http.MethodPost, "/api/connections/k/token", nil); r.status != http.StatusServiceUnavailable || r.errorCode(t) != "not_configured" {
+		t.Errorf("token without the sealing key: %d %s", r.status, r.body)
+	}
+	if r := s.cms(t, http.MethodDelete, "/api/connections/k", nil); r.status != http.StatusNoContent {
+		t.Errorf("delete without the sealing key: %d %s", r.status, r.body)
+	}
+	if r := s.cms(t, http.MethodGet, "/api/connections/k", nil); r.status != http.StatusNotFound {
+		t.Errorf("after delete: %d", r.status)
+	}
+}
+
+// startOn runs a stack on an existing Table service.
+func startOn(t *testing.T, tables string, settings map[string]string) *stack {
+	t.Helper()
+	logs := &logBuffer{}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := devstack.Start(ctx, devstack.Options{TablesConnectionString: tables, Settings: settings, Logs: logs, WithoutCMS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return &stack{Stack: s, logs: logs}
 }

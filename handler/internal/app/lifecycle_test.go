@@ -366,6 +366,9 @@ func TestTimerSweepsThroughTheHostPayload(t *testing.T) {
 	if len(swept) != 1 || swept[0]["connections_total"] != 4.0 {
 		t.Errorf("refresh_swept lines = %v", swept)
 	}
+	if swept[0]["invocation_id"] != "5f0e1a8c-3b1d-4c47-9f5e-0d2a7b6c9e11" {
+		t.Errorf("refresh_swept does not name its invocation: %v", swept[0])
+	}
 	// Swept connections are no longer due; the dead one is never retried.
 	n := s.IDP.TokenRequests("refresh_token")
 	rv, _ = s.timer(t)

@@ -12,6 +12,10 @@ import (
 type Store interface {
 	// Get returns the connection with its tokens, or ErrNotFound.
 	Get(ctx context.Context, userID string) (Connection, error)
+	// Peek returns the connection WITHOUT its tokens (status fields only),
+	// or ErrNotFound. It needs no encryption key: status reads and deletes
+	// work while a key version cannot be read.
+	Peek(ctx context.Context, userID string) (Connection, error)
 	// Create stores a new connection; ErrConflict if one exists.
 	Create(ctx context.Context, c Connection) (Connection, error)
 	// Update replaces c if its stored ETag still equals c.ETag: ErrConflict

@@ -303,7 +303,7 @@ func (p *Publisher) enqueue(d *delivery) (dropReason string) {
 }
 
 func (p *Publisher) dropped(e Event, reason string, err error) {
-	ev := p.log.Error().Str("user_id", e.UserID).Str("event_id", e.ID).Str("event_type", e.Type).Str("reason", reason)
+	ev := p.log.Error().Str("event", "webhook_dropped").Str("user_id", e.UserID).Str("event_id", e.ID).Str("event_type", e.Type).Str("reason", reason)
 	if err != nil {
 		ev = ev.Err(err)
 	}
@@ -443,7 +443,7 @@ func (p *Publisher) settle(r result, draining bool) (*delivery, time.Duration) {
 	d := r.d
 	if r.err == nil {
 		p.outstanding.Add(-1)
-		p.log.Info().Str("user_id", d.userID).Str("event_id", d.id).Str("event_type", d.typ).
+		p.log.Info().Str("event", "webhook_delivered").Str("user_id", d.userID).Str("event_id", d.id).Str("event_type", d.typ).
 			Int("attempts", d.attempts).Int("status", r.status).Msg("webhook_delivered")
 		return nil, 0
 	}
@@ -458,7 +458,7 @@ func (p *Publisher) settle(r result, draining bool) (*delivery, time.Duration) {
 		return nil, 0
 	}
 	wait := backoff(d.attempts, p.minBackoff, p.maxBackoff, mrand.Int64N)
-	ev := p.log.Warn().Str("user_id", d.userID).Str("event_id", d.id).Str("event_type", d.typ).
+	ev := p.log.Warn().Str("event", "webhook_retry").Str("user_id", d.userID).Str("event_id", d.id).Str("event_type", d.typ).
 		Int("attempt", d.attempts).Err(r.err).Int64("retry_in_ms", wait.Milliseconds())
 	if r.status != 0 {
 		ev = ev.Int("status", r.status)
@@ -470,7 +470,7 @@ func (p *Publisher) settle(r result, draining bool) (*delivery, time.Duration) {
 // failed logs an event that will not be delivered and frees its place.
 func (p *Publisher) failed(d *delivery, reason string, err error) {
 	p.outstanding.Add(-1)
-	ev := p.log.Error().Str("user_id", d.userID).Str("event_id", d.id).Str("event_type", d.typ).
+	ev := p.log.Error().Str("event", "webhook_failed").Str("user_id", d.userID).Str("event_id", d.id).Str("event_type", d.typ).
 		Str("reason", reason).Int("attempts", d.attempts)
 	if !d.first.IsZero() {
 		ev = ev.Int64("elapsed_s", int64(p.now().Sub(d.first)/time.Second))

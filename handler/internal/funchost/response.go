@@ -124,12 +124,12 @@ func TimerHandler(binding string, fn TimerFunc) http.Handler {
 		base := zerolog.Ctx(r.Context())
 		log := base.With().Str("invocation_id", inv.ID).Str("function", inv.FunctionName).Logger()
 		if err != nil {
-			log.Warn().Err(err).Msg("invocation_invalid")
+			log.Warn().Err(err).Str("event", "invocation_invalid").Msg("invocation_invalid")
 			writeError(w, http.StatusBadRequest, "invalid_request", err.Error(), nil)
 			return
 		}
 		for _, warning := range inv.Warnings {
-			log.Warn().Str("warning", warning).Msg("invocation_warning")
+			log.Warn().Str("warning", warning).Str("event", "invocation_warning").Msg("invocation_warning")
 		}
 
 		ctx := log.WithContext(r.Context())
@@ -137,14 +137,14 @@ func TimerHandler(binding string, fn TimerFunc) http.Handler {
 		all := make([]string, 0, len(inv.Warnings)+len(logs))
 		all = append(append(all, inv.Warnings...), logs...)
 		if err != nil {
-			log.Error().Err(err).Msg("invocation_failed")
+			log.Error().Err(err).Str("event", "invocation_failed").Msg("invocation_failed")
 			// The error's detail goes to the log above, not to the body
 			// (the contract's internal_error leaks nothing).
 			writeError(w, http.StatusInternalServerError, "internal_error", "the invocation failed", all)
 			return
 		}
 		if err := writeResponse(w, InvocationResponse{Logs: all, ReturnValue: rv}); err != nil {
-			log.Error().Err(err).Msg("invocation_failed")
+			log.Error().Err(err).Str("event", "invocation_failed").Msg("invocation_failed")
 		}
 	})
 }

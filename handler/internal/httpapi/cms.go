@@ -117,7 +117,8 @@ func (s *Server) getConnection(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	c, err := s.Store.Get(r.Context(), id)
+	// Status never needs the tokens, nor the key that sealed them.
+	c, err := s.Store.Peek(r.Context(), id)
 	if errors.Is(err, connection.ErrNotFound) {
 		writeJSONError(w, http.StatusNotFound, "not_connected", "this user has no Microsoft connection")
 		return
@@ -135,7 +136,8 @@ func (s *Server) deleteConnection(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	old, getErr := s.Store.Get(r.Context(), id)
+	// Disconnecting must work even when the tokens cannot be opened.
+	old, getErr := s.Store.Peek(r.Context(), id)
 	if getErr != nil && !errors.Is(getErr, connection.ErrNotFound) {
 		s.writeError(w, r, getErr)
 		return

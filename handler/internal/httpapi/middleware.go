@@ -37,6 +37,9 @@ func (s *Server) logged(next http.Handler) http.Handler {
 		}
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
+		// Handlers below (the timer's protocol adapter) log through the
+		// request's context.
+		r = r.WithContext(s.Log.WithContext(r.Context()))
 		next.ServeHTTP(sw, r)
 		ev := s.Log.Info()
 		if sw.status >= 500 {

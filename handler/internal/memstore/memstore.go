@@ -14,6 +14,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -86,6 +87,16 @@ func (s *Store) Get(_ context.Context, userID string) (connection.Connection, er
 		return connection.Connection{}, fmt.Errorf("memstore: get: %w", connection.ErrNotFound)
 	}
 	return clone(c), nil
+}
+
+// Peek returns the connection without its tokens.
+func (s *Store) Peek(ctx context.Context, userID string) (connection.Connection, error) {
+	c, err := s.Get(ctx, userID)
+	if err != nil {
+		return connection.Connection{}, fmt.Errorf("memstore: peek: %w", errors.Unwrap(err))
+	}
+	c.AccessToken, c.RefreshToken = "", ""
+	return c, nil
 }
 
 // Create stores c; an error wrapping connection.ErrConflict if the user

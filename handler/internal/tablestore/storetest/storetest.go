@@ -35,6 +35,7 @@ func Run(t *testing.T, newStores Factory) {
 		fn   func(*testing.T, connection.Store, connection.PendingStore)
 	}{
 		{"CreateGet", testCreateGet},
+		{"PeekHasNoTokens", testPeekHasNoTokens},
 		{"CreateExistingConflicts", testCreateExistingConflicts},
 		{"CreateRace", testCreateRace},
 		{"Update", testUpdate},
@@ -175,6 +176,23 @@ func wantErr(t *testing.T, what string, err, target error) {
 	if !errors.Is(err, target) {
 		t.Errorf("%s: got error %v, want %v", what, err, target)
 	}
+}
+
+func testPeekHasNoTokens(t *testing.T, s connection.Store, _ connection.PendingStore) {
+	want := sample("peek")
+	created := mustCreate(t, s, want)
+	got, err := s.Peek(t.Context(), "peek")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.AccessToken != "" || got.RefreshToken != "" {
+		t.Errorf("Peek returned tokens: %v", got)
+	}
+	if got.ETag != created.ETag || got.Status != want.Status || got.Account != want.Account || !got.AccessTokenExpiresAt.Equal(want.AccessTokenExpiresAt) {
+		t.Errorf("Peek = %v, want the status fields of %v", got, want)
+	}
+	_, err = s.Peek(t.Context(), "nobody")
+	wantErr(t, "Peek of a user never connected", err, connection.ErrNotFound)
 }
 
 func testCreateGet(t *testing.T, s connection.Store, _ connection.PendingStore) {
