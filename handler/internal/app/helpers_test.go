@@ -59,23 +59,7 @@ type stack struct {
 // listing sees only this test's connections).
 func start(t *testing.T, settings map[string]string) *stack {
 	t.Helper()
-	if os.Getenv(azurite.SkipEnv) == "1" {
-		t.Skip("SKIP_AZURITE=1")
-	}
-	logs := &logBuffer{}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	s, err := devstack.Start(ctx, devstack.Options{Settings: settings, Logs: logs, WithoutCMS: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		s.Stop()
-		if t.Failed() {
-			t.Logf("logs:\n%s", logs.String())
-		}
-	})
-	return &stack{Stack: s, logs: logs}
+	return startWith(t, 0, nil, settings)
 }
 
 type response struct {
