@@ -118,17 +118,14 @@ func (s *Service) CreateSession(ctx context.Context, req SessionRequest) (Sessio
 	if len(req.LoginHint) > 320 || strings.ContainsFunc(req.LoginHint, func(r rune) bool { return r < 0x20 || r == 0x7f }) || !utf8.ValidString(req.LoginHint) {
 		return Session{}, &InputError{"invalid_request", "login_hint must be at most 320 bytes of text"}
 	}
-	token, id, err := s.newToken()
-	if err != nil {
-		return Session{}, err
-	}
 	now := s.now()
 	p := connection.Pending{
-		Kind: connection.PendingSession, ID: id, UserID: req.UserID,
+		Kind: connection.PendingSession, UserID: req.UserID,
 		ReturnURL: req.ReturnURL, LoginHint: req.LoginHint,
 		CreatedAt: now, ExpiresAt: now.Add(SessionTTL),
 	}
-	if err := s.Pending.PutPending(ctx, p); err != nil {
+	token, err := s.putNew(ctx, p)
+	if err != nil {
 		return Session{}, fmt.Errorf("connectflow: store session: %w", err)
 	}
 	s.Log.Info().Str("event", "connect_session_created").Str("user_id", req.UserID).Msg("connect session created")
@@ -172,10 +169,6 @@ func (s *Service) BeginConnect(ctx context.Context, sessionToken string) (Begin,
 		return Begin{}, fmt.Errorf("connectflow: use session: %w", err)
 	}
 
-	state, stateID, err := s.newToken()
-	if err != nil {
-		return Begin{}, err
-	}
 	cookie, cookieHash, err := s.newToken()
 	if err != nil {
 		return Begin{}, err
@@ -185,11 +178,12 @@ func (s *Service) BeginConnect(ctx context.Context, sessionToken string) (Begin,
 		return Begin{}, err
 	}
 	st := connection.Pending{
-		Kind: connection.PendingState, ID: stateID, UserID: sess.UserID,
+		Kind: connection.PendingState, UserID: sess.UserID,
 		ReturnURL: sess.ReturnURL, LoginHint: sess.LoginHint, Verifier: verifier,
 		BrowserHash: cookieHash, CreatedAt: now, ExpiresAt: now.Add(StateTTL),
 	}
-	if err := s.Pending.PutPending(ctx, st); err != nil {
+	state, err := s.putNew(ctx, st)
+	if err != nil {
 		return Begin{}, fmt.Errorf("connectflow: store state: %w", err)
 	}
 	s.Log.Info().Str("event", "connect_started").Str("user_id", sess.UserID).Msg("sending the browser to Microsoft")
@@ -342,6 +336,29 @@ func (s *Service) save(ctx context.Context, c connection.Connection) (connection
 		// Someone wrote in between (a sweep, another tab): read again.
 	}
 	return "", fmt.Errorf("connectflow: save connection: %w", connection.ErrConflict)
+}
+
+// putNew stores p under a fresh bearer token and returns the token. The
+// store's insert is retried by the Table SDK after a timeout, so an insert
+// that landed can come back as a conflict; an ID of 256 random bits cannot
+// be anyone else's, so that conflict means our own write: store the entry
+// again under a new token (the orphan expires unused and the sweep deletes
+// it) rather than fail a request that succeeded.
+func (s *Service) putNew(ctx context.Context, p connection.Pending) (string, error) {
+	for attempt := 1; ; attempt++ {
+		token, id, err := s.newToken()
+		if err != nil {
+			return "", err
+		}
+		p.ID = id
+		err = s.Pending.PutPending(ctx, p)
+		if err == nil {
+			return token, nil
+		}
+		if !errors.Is(err, connection.ErrConflict) || attempt == 3 {
+			return "", err
+		}
+	}
 }
 
 // newToken returns a bearer token with 256 bits of randomness and the hex
