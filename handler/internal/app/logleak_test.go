@@ -1,0 +1,233 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/megdocs/msconnector/handler/internal/devidp"
+)
+
+// secretTap records every secret value that crosses the handler's outgoing
+// HTTP client: what it sends to the identity platform and Graph
+// (client_secret, code, code_verifier, refresh_token, bearer tokens) and
+// what comes back (access, refresh and id tokens). The log-leak test then
+// knows every value the handler held, not only those a CMS sees.
+type secretTap struct {
+	next http.RoundTripper
+
+	mu     sync.Mutex
+	values map[string]string // value -> what it is
+}
+
+func (s *secretTap) add(what, v string) {
+	if len(v) < 8 { // too short to be a secret; would match ordinary text
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.values[v] = what
+}
+
+func (s *secretTap) count(what string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, w := range s.values {
+		if w == what {
+			n++
+		}
+	}
+	return n
+}
+
+func (s *secretTap) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil && strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
+		b, err := io.ReadAll(r.Body)
+		r.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		if form, err := url.ParseQuery(string(b)); err == nil {
+			for _, k := range []string{"client_secret", "client_assertion", "code", "code_verifier", "refresh_token"} {
+				s.add(k, form.Get(k))
+			}
+		}
+	}
+	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		s.add("bearer", tok)
+	}
+	resp, err := s.next.RoundTrip(r)
+	if err != nil || resp.Body == nil {
+		return resp, err
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	var m map[string]any
+	if json.Unmarshal(b, &m) == nil {
+		for _, k := range []string{"access_token", "refresh_token", "id_token"} {
+			if v, ok := m[k].(string); ok {
+				s.add(k, v)
+			}
+		}
+	}
+	return resp, nil
+}
+
+// TestLogsCarryNoSecrets runs the whole product through a connect, a
+// failed and a replayed callback, token calls that refresh, a timer sweep,
+// a revoked account and a wrong CMS key, then scans every handler log line
+// for every secret value of the run: settings secrets, session tokens,
+// states, state cookies, authorization codes, PKCE verifiers, access,
+// refresh and id tokens, the error description Microsoft sent, and the
+// callback's query strings. The contract: no line ever carries any of them.
+func TestLogsCarryNoSecrets(t *testing.T) {
+	tap := &secretTap{next: http.DefaultTransport.(*http.Transport).Clone(), values: map[string]string{}}
+	// Tokens live 4 minutes: inside the 5-minute margin, so every token
+	// call and the sweep refresh.
+	s := startWith(t, 4*time.Minute, &http.Client{Transport: tap, Timeout: 30 * time.Second},
+		map[string]string{"CMS_API_KEY_PREVIOUS": "previous-cms-key-0123456789"})
+	for _, k := range []string{"MICROSOFT_CLIENT_SECRET", "TOKEN_ENCRYPTION_KEY", "CMS_API_KEY", "CMS_API_KEY_PREVIOUS"} {
+		tap.add(k, s.Settings[k])
+	}
+	wrongKey := "wrong-cms-key-9876543210"
+	description := "AADSTS65004: User Ada Lovelace declined to consent (trace 0badc0ffee)"
+	tap.add("error_description", description)
+	var queries []string
+
+	// connect runs the flow by hand so every bearer value the browser
+	// carries is known; it returns the callback URL.
+	connect := func(userID, account string) *url.URL {
+		r := s.cms(t, http.MethodPost, "/api/connect-sessions", map[string]string{"user_id": userID, "return_url": returnURL, "login_hint": account})
+		if r.status != http.StatusCreated {
+			t.Fatalf("connect-sessions: %d %s", r.status, r.body)
+		}
+		link, _ := url.Parse(r.json(t)["connect_url"].(string))
+		tap.add("session", link.Query().Get("session"))
+		b := newBrowser(t)
+		resp := do(t, b.Client, http.MethodGet, link.String(), "", nil)
+		if resp.status != http.StatusFound {
+			t.Fatalf("connect: %d %s", resp.status, resp.body)
+		}
+		for _, c := range (&http.Response{Header: resp.header}).Cookies() {
+			tap.add("state_cookie", c.Value)
+		}
+		auth, _ := url.Parse(resp.header.Get("Location"))
+		tap.add("state", auth.Query().Get("state"))
+		cb, err := s.IDP.SignIn(context.Background(), nil, auth.String(), account)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tap.add("code", cb.Query().Get("code"))
+		queries = append(queries, cb.RawQuery)
+		if r := do(t, b.Client, http.MethodGet, cb.String(), "", nil); r.status != http.StatusFound {
+			t.Fatalf("callback: %d %s", r.status, r.body)
+		}
+		return cb
+	}
+
+	cb := connect("leak-check", "ada@contoso.com")
+	// A replay (400 page) and a stranger's callback carry the code in the
+	// query: neither may reach the log.
+	do(t, noRedirect, http.MethodGet, cb.String(), "", nil)
+	// Microsoft's error with a description naming the user.
+	b := newBrowser(t)
+	r := s.cms(t, http.MethodPost, "/api/connect-sessions", map[string]string{"user_id": "declined", "return_url": returnURL})
+	link, _ := url.Parse(r.json(t)["connect_url"].(string))
+	tap.add("session", link.Query().Get("session"))
+	auth := b.begin(t, link.String())
+	tap.add("state", auth.Query().Get("state"))
+	q := url.Values{"error": {"access_denied"}, "error_description": {description}, "state": {auth.Query().Get("state")}}.Encode()
+	queries = append(queries, q)
+	if r := do(t, b.Client, http.MethodGet, s.HandlerURL+"/api/callback?"+q, "", nil); r.status != http.StatusFound {
+		t.Fatalf("error callback: %d %s", r.status, r.body)
+	}
+	// A failed exchange.
+	s.IDP.FailNext(1, devidp.OAuthError(http.StatusBadRequest, "invalid_grant", 54005, "OAuth2 Authorization code was already redeemed."))
+	b = newBrowser(t)
+	r = s.cms(t, http.MethodPost, "/api/connect-sessions", map[string]string{"user_id": "exchange-fails", "return_url": returnURL})
+	link, _ = url.Parse(r.json(t)["connect_url"].(string))
+	tap.add("session", link.Query().Get("session"))
+	auth = b.begin(t, link.String())
+	fcb, err := s.IDP.SignIn(context.Background(), nil, auth.String(), "grace@contoso.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tap.add("code", fcb.Query().Get("code"))
+	queries = append(queries, fcb.RawQuery)
+	do(t, b.Client, http.MethodGet, fcb.String(), "", nil)
+
+	// Token calls (each refreshes), a sweep, a wrong key.
+	for range 2 {
+		r := s.token(t, "leak-check")
+		if r.status != http.StatusOK {
+			t.Fatalf("token: %d %s", r.status, r.body)
+		}
+		tap.add("access_token", r.json(t)["access_token"].(string))
+	}
+	s.timer(t)
+	do(t, noRedirect, http.MethodGet, s.HandlerURL+"/api/connections/leak-check", wrongKey, nil)
+	tap.add("wrong_cms_key", wrongKey)
+	// The account is revoked: the next refresh fails for good.
+	if err := s.IDP.RevokeAccount(adaOID); err != nil {
+		t.Fatal(err)
+	}
+	if r := s.token(t, "leak-check"); r.status != http.StatusConflict {
+		t.Fatalf("token after revocation: %d %s", r.status, r.body)
+	}
+
+	// The run must have held every kind of secret, or the scan proves
+	// nothing.
+	for what, atLeast := range map[string]int{
+		"client_secret": 1, "code": 2, "code_verifier": 2, "refresh_token": 3, "access_token": 3,
+		"id_token": 1, "session": 3, "state": 2, "state_cookie": 1, "bearer": 1,
+	} {
+		if n := tap.count(what); n < atLeast {
+			t.Errorf("the run saw %d %s values, want at least %d", n, what, atLeast)
+		}
+	}
+	events := map[string]bool{}
+	lines := 0
+	for _, line := range strings.Split(s.logs.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) != nil || m["component"] != "handler" {
+			continue
+		}
+		lines++
+		if ev, ok := m["event"].(string); ok {
+			events[ev] = true
+		}
+		tap.mu.Lock()
+		for v, what := range tap.values {
+			if strings.Contains(line, v) {
+				t.Errorf("a log line carries a %s: %s", what, line)
+			}
+		}
+		tap.mu.Unlock()
+		for _, q := range queries {
+			if strings.Contains(line, q) {
+				t.Errorf("a log line carries a callback query string: %s", line)
+			}
+		}
+	}
+	for _, ev := range []string{"connect_session_created", "connect_started", "connected", "oauth_failed", "refreshed", "refresh_swept", "refresh_failed", "request"} {
+		if !events[ev] {
+			t.Errorf("no %q line: the scan did not cover that path", ev)
+		}
+	}
+	if lines < 20 {
+		t.Errorf("only %d handler log lines", lines)
+	}
+}
