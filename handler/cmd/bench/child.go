@@ -4,10 +4,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -24,6 +22,7 @@ import (
 
 	"github.com/megdocs/msconnector/handler/internal/app"
 	"github.com/megdocs/msconnector/handler/internal/config"
+	"github.com/megdocs/msconnector/handler/internal/devproc"
 )
 
 // The handler child: this binary re-executed with -role=handler. It runs the
@@ -154,8 +153,8 @@ func (c *counter) stats(kind string) procStats {
 		s.TableByKind[k] = v
 	}
 	c.mu.Unlock()
-	s.VmHWMKiB, _ = statusKiB("self", "VmHWM")
-	s.VmRSSKiB, _ = statusKiB("self", "VmRSS")
+	s.VmHWMKiB, _ = devproc.StatusKiB(devproc.SelfStatus, "VmHWM")
+	s.VmRSSKiB, _ = devproc.StatusKiB(devproc.SelfStatus, "VmRSS")
 	s.CPUUser, s.CPUSys = cpuOfSelf()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -176,9 +175,9 @@ func tablesHost(connectionString string) string {
 }
 
 func runHandlerChild() error {
-	ln, err := net.FileListener(os.NewFile(3, "listener"))
+	ln, err := devproc.InheritedListener()
 	if err != nil {
-		return fmt.Errorf("listener from fd 3: %w", err)
+		return err
 	}
 	logFile, err := os.OpenFile(os.Getenv(envLog), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -211,13 +210,7 @@ func runHandlerChild() error {
 		identityHost: authority.Host, byKind: map[string]kindStats{}}
 	hc.Transport = cnt
 
-	var outMu sync.Mutex
-	emit := func(kind string) {
-		b, _ := json.Marshal(cnt.stats(kind))
-		outMu.Lock()
-		defer outMu.Unlock()
-		os.Stdout.Write(append(b, '\n'))
-	}
+	emit := func(kind string) { _ = devproc.Report(cnt.stats(kind)) }
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	go func() {

@@ -48,6 +48,7 @@ import (
 	"github.com/megdocs/msconnector/handler/internal/azurite"
 	"github.com/megdocs/msconnector/handler/internal/connection"
 	"github.com/megdocs/msconnector/handler/internal/devidp"
+	"github.com/megdocs/msconnector/handler/internal/devproc"
 	"github.com/megdocs/msconnector/handler/internal/msidentity"
 	"github.com/megdocs/msconnector/handler/internal/sealing"
 	"github.com/megdocs/msconnector/handler/internal/secrets"
@@ -357,7 +358,7 @@ func (e *env) sweepCase(ctx context.Context, grants []msidentity.Tokens, c int) 
 		return r, err
 	}
 	if r.Idle, err = h.snapshot(); err != nil {
-		h.kill()
+		h.Kill()
 		return r, err
 	}
 	e.idp.SetLatency(e.o.latency)
@@ -365,12 +366,12 @@ func (e *env) sweepCase(ctx context.Context, grants []msidentity.Tokens, c int) 
 	before := refreshCount(e.idp)
 	azBefore, _ := cpuOfPid(e.emu.Pid())
 	pu, ps := cpuOfSelf()
-	r.LoadBefore = loadAvg()
+	r.LoadBefore = devproc.LoadAvg()
 	progress("  seeded in %s; invoking the timer (ideal bound %s)", r.Seed.Round(time.Millisecond), r.Bound.Round(time.Millisecond))
 
 	r.Summary, r.Wall, err = invokeTimer(ctx, e.baseURL)
 	if err != nil {
-		h.kill()
+		h.Kill()
 		return r, err
 	}
 	azAfter, _ := cpuOfPid(e.emu.Pid())
@@ -427,7 +428,7 @@ func (e *env) tokenCase(ctx context.Context, grants []msidentity.Tokens, signedI
 	if err != nil {
 		return r, err
 	}
-	defer h.kill()
+	defer h.Kill()
 	maxW := 1
 	for _, w := range e.o.tokenWorkers {
 		maxW = max(maxW, w)
@@ -450,7 +451,7 @@ func (e *env) tokenCase(ctx context.Context, grants []msidentity.Tokens, signedI
 		return r, err
 	}
 	firstIdentity := prev.IdentityRequests
-	r.LoadBefore = loadAvg()
+	r.LoadBefore = devproc.LoadAvg()
 	for _, w := range e.o.tokenWorkers {
 		progress("token API: %d calls from %d caller(s)", e.o.tokenCalls, w)
 		az0, _ := cpuOfPid(e.emu.Pid())

@@ -13,14 +13,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
-)
 
-// statusKiB reads one "Name:   123 kB" line of /proc/<pid>/status.
-// VmHWM there is the kernel's own high-water mark of the resident set: the
-// true peak, not a sample that could miss a short spike.
-func statusKiB(pid, field string) (int64, error) {
-	return statusLikeKiB("/proc/"+pid+"/status", field)
-}
+	"github.com/megdocs/msconnector/handler/internal/devproc"
+)
 
 // cpuOfSelf is this process's user and system CPU time (all threads).
 func cpuOfSelf() (user, sys time.Duration) {
@@ -60,26 +55,13 @@ func cpuOfPid(pid int) (time.Duration, error) {
 	return time.Duration(ut+st) * time.Second / clockTicks, nil
 }
 
-// loadAvg is /proc/loadavg's first three numbers.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
-}
-
 // uptime is the output of uptime(1), which is what people compare; the
 // load averages alone when it is not installed.
 func uptime() string {
 	if out, err := exec.Command("uptime").Output(); err == nil {
 		return strings.TrimSpace(string(out))
 	}
-	return "load average: " + loadAvg()
+	return "load average: " + devproc.LoadAvg()
 }
 
 // machine describes where the numbers were taken.
@@ -103,29 +85,11 @@ func describeMachine() machine {
 		}
 		f.Close()
 	}
-	if kib, err := statusLikeKiB("/proc/meminfo", "MemTotal"); err == nil {
+	if kib, err := devproc.StatusKiB("/proc/meminfo", "MemTotal"); err == nil {
 		m.MemTotal = fmt.Sprintf("%.1f GiB", float64(kib)/(1<<20))
 	}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))
 	}
 	return m
-}
-
-// statusLikeKiB reads a "Name: 123 kB" line from a /proc file such as
-// meminfo.
-func statusLikeKiB(path, field string) (int64, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if name, rest, ok := strings.Cut(line, ":"); ok && name == field {
-			f := strings.Fields(rest)
-			if len(f) >= 1 {
-				return strconv.ParseInt(f[0], 10, 64)
-			}
-		}
-	}
-	return 0, fmt.Errorf("%s: no %s", path, field)
 }

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -19,6 +18,7 @@ import (
 	"github.com/megdocs/msconnector/handler/internal/connection"
 	"github.com/megdocs/msconnector/handler/internal/devidp"
 	"github.com/megdocs/msconnector/handler/internal/msidentity"
+	"github.com/megdocs/msconnector/handler/internal/parallel"
 	"github.com/megdocs/msconnector/handler/internal/tablestore"
 )
 
@@ -40,7 +40,7 @@ import (
 func signIns(ctx context.Context, n, workers int, idp *devidp.Server, ms *msidentity.Client, hc *http.Client) ([]msidentity.Tokens, error) {
 	accounts := idp.Accounts()
 	grants := make([]msidentity.Tokens, n)
-	err := parallel(ctx, n, workers, func(ctx context.Context, i int) error {
+	err := parallel.For(ctx, n, workers, func(ctx context.Context, i int) error {
 		a := accounts[i%len(accounts)]
 		verifier, state := randomString(32), randomString(16)
 		loc, err := idp.SignIn(ctx, hc, ms.AuthCodeURL(state, verifier, a.UserPrincipalName), a.UserPrincipalName)
@@ -90,7 +90,7 @@ func resetTable(ctx context.Context, svc *aztables.ServiceClient, name string) e
 // yesterday's sweep looks.
 func storeDue(ctx context.Context, store *tablestore.Store, grants []msidentity.Tokens, workers int, now time.Time) error {
 	last := now.Add(-25 * time.Hour)
-	return parallel(ctx, len(grants), workers, func(ctx context.Context, i int) error {
+	return parallel.For(ctx, len(grants), workers, func(ctx context.Context, i int) error {
 		g := grants[i]
 		_, err := store.Create(ctx, connection.Connection{
 			UserID: userID(i), Status: connection.StatusConnected, Account: g.Account, Scopes: g.Scopes,
@@ -109,7 +109,7 @@ func storeDue(ctx context.Context, store *tablestore.Store, grants []msidentity.
 // refreshed at sign-in, never used yet. None is due for the token API (the
 // access tokens live an hour; the margin is 5 minutes).
 func storeFresh(ctx context.Context, store *tablestore.Store, grants []msidentity.Tokens, workers int, signedIn time.Time) error {
-	return parallel(ctx, len(grants), workers, func(ctx context.Context, i int) error {
+	return parallel.For(ctx, len(grants), workers, func(ctx context.Context, i int) error {
 		g := grants[i]
 		_, err := store.Create(ctx, connection.Connection{
 			UserID: userID(i), Status: connection.StatusConnected, Account: g.Account, Scopes: g.Scopes,
@@ -118,40 +118,6 @@ func storeFresh(ctx context.Context, store *tablestore.Store, grants []msidentit
 		})
 		return err
 	})
-}
-
-// parallel calls fn(0..n-1) on workers goroutines and returns the first
-// error (the rest are cancelled).
-func parallel(ctx context.Context, n, workers int, fn func(context.Context, int) error) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for range min(workers, n) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				if err := fn(ctx, i); err != nil {
-					cancel(err)
-				}
-			}
-		}()
-	}
-feed:
-	for i := range n {
-		select {
-		case next <- i:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(next)
-	wg.Wait()
-	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	return ctx.Err()
 }
 
 func randomString(n int) string {

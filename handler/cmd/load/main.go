@@ -39,6 +39,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/megdocs/msconnector/handler/internal/devproc"
 	"github.com/megdocs/msconnector/handler/internal/devstack"
 )
 
@@ -138,7 +139,7 @@ func run(ctx context.Context, o options) (bool, error) {
 	}
 	defer stackLog.Close()
 
-	rep := &report{opts: o, started: time.Now(), loadBefore: loadAvg()}
+	rep := &report{opts: o, started: time.Now(), loadBefore: devproc.LoadAvg()}
 	progress("starting the local stack (Azurite in memory, the Microsoft stand-in, the seeding handler)")
 	startCtx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	stack, err := devstack.Start(startCtx, devstack.Options{WithoutCMS: true, IdentityExpiresIn: o.expiresIn, Logs: stackLog})
@@ -176,7 +177,7 @@ func run(ctx context.Context, o options) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	defer child.kill()
+	defer child.Kill()
 
 	progress("%d clients for %s, timer sweeps back to back", o.clients, o.duration)
 	rep.run = drive(ctx, o, baseURL, stack.CMSKey, users, payload, child)
@@ -199,7 +200,7 @@ func run(ctx context.Context, o options) (bool, error) {
 		return false, err
 	}
 	rep.finished = time.Now()
-	rep.loadAfter = loadAvg()
+	rep.loadAfter = devproc.LoadAvg()
 
 	text := rep.render()
 	fmt.Print(text)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/megdocs/msconnector/handler/internal/connection"
 	"github.com/megdocs/msconnector/handler/internal/devstack"
+	"github.com/megdocs/msconnector/handler/internal/parallel"
 	"github.com/megdocs/msconnector/handler/internal/sealing"
 	"github.com/megdocs/msconnector/handler/internal/secrets"
 	"github.com/megdocs/msconnector/handler/internal/tablestore"
@@ -42,7 +43,7 @@ func seed(ctx context.Context, stack *devstack.Stack, n, workers int) ([]string,
 	users := make([]string, n)
 	hc := &http.Client{Timeout: 30 * time.Second}
 	defer hc.CloseIdleConnections()
-	err := parallel(ctx, n, workers, func(ctx context.Context, i int) error {
+	err := parallel.For(ctx, n, workers, func(ctx context.Context, i int) error {
 		id := userID(i)
 		users[i] = id
 		jar, _ := cookiejar.New(nil)
@@ -117,7 +118,7 @@ func checkData(ctx context.Context, stack *devstack.Stack, users []string) (data
 	st := tablestore.New(svc, sealing.New(secrets.NewKeyring(secrets.NewEnv(env))), tablestore.Options{})
 	var d dataCheck
 	var mu sync.Mutex
-	err = parallel(ctx, len(users), 16, func(ctx context.Context, i int) error {
+	err = parallel.For(ctx, len(users), 16, func(ctx context.Context, i int) error {
 		c, err := st.Get(ctx, users[i])
 		mu.Lock()
 		defer mu.Unlock()
@@ -141,38 +142,4 @@ func checkData(ctx context.Context, stack *devstack.Stack, users []string) (data
 		return nil
 	})
 	return d, err
-}
-
-// parallel calls fn(0..n-1) on workers goroutines and returns the first
-// error (the rest are cancelled).
-func parallel(ctx context.Context, n, workers int, fn func(context.Context, int) error) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for range min(workers, n) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				if err := fn(ctx, i); err != nil {
-					cancel(err)
-				}
-			}
-		}()
-	}
-feed:
-	for i := range n {
-		select {
-		case next <- i:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(next)
-	wg.Wait()
-	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	return ctx.Err()
 }
