@@ -17,6 +17,7 @@ import (
 	"github.com/megdocs/msconnector/handler/internal/azurite"
 	"github.com/megdocs/msconnector/handler/internal/devidp"
 	"github.com/megdocs/msconnector/handler/internal/devstack"
+	"github.com/megdocs/msconnector/handler/internal/logtest"
 )
 
 func TestReadiness(t *testing.T) {
@@ -335,7 +336,7 @@ func TestCallbackRejectsForeignBrowsersWithoutBurningTheState(t *testing.T) {
 			t.Errorf("callback%s: %d", q, r.status)
 		}
 	}
-	if got := len(s.logs.events("oauth_failed")); got == 0 {
+	if got := len(s.logs.Events("oauth_failed")); got == 0 {
 		t.Error("no oauth_failed log line for the rejected callbacks")
 	}
 }
@@ -369,7 +370,7 @@ func TestCallbackErrors(t *testing.T) {
 		if r := s.cms(t, http.MethodGet, "/api/connections/c2", nil); r.status != http.StatusNotFound {
 			t.Errorf("a failed exchange stored a connection: %d", r.status)
 		}
-		evs := s.logs.events("oauth_failed")
+		evs := s.logs.Events("oauth_failed")
 		if len(evs) == 0 || evs[len(evs)-1]["user_id"] != "c2" {
 			t.Errorf("oauth_failed lines: %v", evs)
 		}
@@ -438,7 +439,7 @@ func TestNotConfigured(t *testing.T) {
 	if r := do(t, noRedirect, http.MethodGet, s.HandlerURL+"/", "", nil); r.status != http.StatusOK {
 		t.Errorf("GET / = %d", r.status)
 	}
-	if len(s.logs.events("configuration_incomplete")) != 1 {
+	if len(s.logs.Events("configuration_incomplete")) != 1 {
 		t.Error("no single configuration_incomplete line")
 	}
 }
@@ -472,7 +473,7 @@ func TestStatusAndDeleteWorkWithoutTheSealingKey(t *testing.T) {
 // startOn runs a stack on an existing Table service.
 func startOn(t *testing.T, tables string, settings map[string]string) *stack {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &logtest.Buffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	s, err := devstack.Start(ctx, devstack.Options{TablesConnectionString: tables, Settings: settings, Logs: logs, WithoutCMS: true})

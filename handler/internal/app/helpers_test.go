@@ -9,50 +9,19 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/megdocs/msconnector/handler/internal/azurite"
 	"github.com/megdocs/msconnector/handler/internal/devstack"
+	"github.com/megdocs/msconnector/handler/internal/logtest"
 )
 
 func TestMain(m *testing.M) { os.Exit(azurite.RunTests(m)) }
 
-// logBuffer collects every component's JSON lines for assertions.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-// events returns the log lines whose "event" is name.
-func (l *logBuffer) events(name string) []map[string]any {
-	var out []map[string]any
-	for _, line := range strings.Split(l.String(), "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) == nil && m["event"] == name {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
 type stack struct {
 	*devstack.Stack
-	logs *logBuffer
+	logs *logtest.Buffer
 }
 
 // start runs the whole product on free ports with its own Azurite (so a

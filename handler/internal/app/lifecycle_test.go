@@ -20,6 +20,7 @@ import (
 	"github.com/megdocs/msconnector/handler/internal/devidp"
 	"github.com/megdocs/msconnector/handler/internal/devstack"
 	"github.com/megdocs/msconnector/handler/internal/events"
+	"github.com/megdocs/msconnector/handler/internal/logtest"
 	"github.com/megdocs/msconnector/handler/internal/sealing"
 	"github.com/megdocs/msconnector/handler/internal/secrets"
 	"github.com/megdocs/msconnector/handler/internal/tablestore"
@@ -34,7 +35,7 @@ func startWith(t *testing.T, expiresIn time.Duration, hc *http.Client, settings 
 	if os.Getenv("SKIP_AZURITE") == "1" {
 		t.Skip("SKIP_AZURITE=1")
 	}
-	logs := &logBuffer{}
+	logs := &logtest.Buffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	s, err := devstack.Start(ctx, devstack.Options{Settings: settings, Logs: logs, WithoutCMS: true, IdentityExpiresIn: expiresIn, HTTPClient: hc})
@@ -153,7 +154,7 @@ func TestErrorClassesThroughTheTokenAPI(t *testing.T) {
 				if got := s.IDP.TokenRequests("refresh_token"); got != n {
 					t.Errorf("%d token requests during the pause, want 0", got-n)
 				}
-				if len(s.logs.events("throttled")) == 0 {
+				if len(s.logs.Events("throttled")) == 0 {
 					t.Error("no throttled log line")
 				}
 			}
@@ -162,7 +163,7 @@ func TestErrorClassesThroughTheTokenAPI(t *testing.T) {
 	}
 	s = shared
 	classes := map[string]bool{}
-	for _, e := range s.logs.events("refresh_failed") {
+	for _, e := range s.logs.Events("refresh_failed") {
 		classes[e["class"].(string)] = true
 		if e["user_id"] == nil {
 			t.Errorf("refresh_failed without user_id: %v", e)
@@ -362,7 +363,7 @@ func TestTimerSweepsThroughTheHostPayload(t *testing.T) {
 	if st := s.cms(t, http.MethodGet, "/api/connections/dead", nil).json(t); st["status"] != "reconnect_required" {
 		t.Errorf("dead = %v", st["status"])
 	}
-	swept := s.logs.events("refresh_swept")
+	swept := s.logs.Events("refresh_swept")
 	if len(swept) != 1 || swept[0]["connections_total"] != 4.0 {
 		t.Errorf("refresh_swept lines = %v", swept)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/megdocs/msconnector/handler/internal/clocktest"
 	"github.com/megdocs/msconnector/handler/internal/connectflow"
 	"github.com/megdocs/msconnector/handler/internal/connection"
 	"github.com/megdocs/msconnector/handler/internal/memstore"
@@ -23,23 +24,6 @@ import (
 // The connect flow's security properties, tested on the service itself
 // (memstore, a fake Microsoft, a settable clock): lifetimes, what reaches
 // the store, and the PKCE binding.
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // identity is Microsoft: it remembers the verifier behind every authorize
 // URL (by state) and what each exchange was sent.
@@ -84,14 +68,14 @@ func (r *recordingStore) PutPending(ctx context.Context, p connection.Pending) e
 
 type flow struct {
 	svc   *connectflow.Service
-	clock *clock
+	clock *clocktest.Clock
 	idp   *identity
 	store *recordingStore
 }
 
 func newFlow(t *testing.T) *flow {
 	t.Helper()
-	c := &clock{t: time.Date(2026, 11, 25, 23, 30, 0, 0, time.UTC)}
+	c := clocktest.New(time.Date(2026, 11, 25, 23, 30, 0, 0, time.UTC))
 	mem := memstore.New(memstore.Options{Now: c.Now})
 	store := &recordingStore{Store: mem}
 	allow, err := connectflow.NewAllowlist([]string{"https://cms.example.test/settings/"})

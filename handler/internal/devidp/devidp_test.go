@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/megdocs/msconnector/handler/internal/clocktest"
 	"github.com/megdocs/msconnector/handler/internal/devidp"
 )
 
@@ -34,34 +35,17 @@ var (
 	alan  = devidp.DefaultAccounts()[2]
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // idp is a stand-in served on loopback with a settable clock.
 type idp struct {
 	*devidp.Server
 	URL   string
-	clock *clock
+	clock *clocktest.Clock
 	hc    *http.Client
 }
 
 func newIDP(t *testing.T, change ...func(*devidp.Config)) *idp {
 	t.Helper()
-	clk := &clock{t: time.Date(2026, 11, 25, 23, 30, 0, 0, time.UTC)}
+	clk := clocktest.New(time.Date(2026, 11, 25, 23, 30, 0, 0, time.UTC))
 	cfg := devidp.Config{ClientID: clientID, ClientSecret: secret, RedirectURL: redirect, IdentityHeader: "id-header", Now: clk.Now}
 	for _, c := range change {
 		c(&cfg)

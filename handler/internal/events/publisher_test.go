@@ -16,6 +16,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/megdocs/msconnector/handler/internal/clocktest"
 	"github.com/megdocs/msconnector/handler/internal/connection"
 )
 
@@ -364,14 +365,13 @@ func TestGivesUpAfterGiveUpAfter(t *testing.T) {
 	// The clock moves 5 minutes during each attempt: with GiveUpAfter 10
 	// minutes, the failure at +5 is retried and the one at +10 (the
 	// boundary) gives up. So exactly 2 attempts spanning 10 minutes.
-	var offset atomic.Int64
-	now := func() time.Time { return at.Add(time.Duration(offset.Load())) }
+	clock := clocktest.New(at)
 	c := newCMS(t, func(int, *http.Request, received) int {
-		offset.Add(int64(5 * time.Minute))
+		clock.Advance(5 * time.Minute)
 		return http.StatusBadGateway
 	})
 	p := newPublisher(t, c.srv.URL, logs, func(o *Options) {
-		o.Now = now
+		o.Now = clock.Now
 		o.GiveUpAfter = 10 * time.Minute
 	})
 	p.Publish(Event{ID: "evt-1", Type: TypeDisconnected, UserID: "42", At: at})

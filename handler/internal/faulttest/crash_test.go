@@ -25,6 +25,7 @@ import (
 
 	"github.com/megdocs/msconnector/handler/internal/config"
 	"github.com/megdocs/msconnector/handler/internal/devidp"
+	"github.com/megdocs/msconnector/handler/internal/logtest"
 	"github.com/megdocs/msconnector/handler/internal/msidentity"
 	"github.com/megdocs/msconnector/handler/internal/sealing"
 	"github.com/megdocs/msconnector/handler/internal/secrets"
@@ -47,7 +48,7 @@ func TestCrashInTheMiddleOfASweep(t *testing.T) {
 	began := time.Now()
 	bin := buildHandler(t)
 	t.Logf("built the handler binary in %v", time.Since(began).Round(time.Millisecond))
-	logs := &logBuffer{}
+	logs := &logtest.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("handler logs:\n%s", tail(logs.String(), 100))

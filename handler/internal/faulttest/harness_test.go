@@ -28,6 +28,7 @@ import (
 	"github.com/megdocs/msconnector/handler/internal/config"
 	"github.com/megdocs/msconnector/handler/internal/connection"
 	"github.com/megdocs/msconnector/handler/internal/devidp"
+	"github.com/megdocs/msconnector/handler/internal/logtest"
 	"github.com/megdocs/msconnector/handler/internal/msidentity"
 	"github.com/megdocs/msconnector/handler/internal/sealing"
 	"github.com/megdocs/msconnector/handler/internal/secrets"
@@ -75,41 +76,13 @@ func tablesFor(t *testing.T) (connString, endpoint string) {
 }
 
 // clock is the handler's clock: real time plus an offset a test advances
-// (past a throttling pause, a secrets TTL) instead of sleeping.
+// (past a throttling pause, a secrets TTL) instead of sleeping. Not a
+// clocktest.Clock, which stands still: the stack runs real servers whose
+// timeouts use wall time, so the handler's clock must move with it.
 type clock struct{ offset atomic.Int64 }
 
 func (c *clock) Now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
 func (c *clock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
-
-// logBuffer collects every component's JSON lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-// events returns the lines whose "event" is name.
-func (l *logBuffer) events(name string) []map[string]any {
-	var out []map[string]any
-	for _, line := range strings.Split(l.String(), "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) == nil && m["event"] == name {
-			out = append(out, m)
-		}
-	}
-	return out
-}
 
 const clientID = "11111111-2222-4333-8444-555555555555"
 
@@ -138,7 +111,7 @@ type stack struct {
 	idp      *devidp.Server
 	inj      *Injector
 	clock    *clock
-	logs     *logBuffer
+	logs     *logtest.Buffer
 	accounts []devidp.Account
 	// store reads and writes the same tables with the same key, but not
 	// through the injector: the test's view of what is stored.
@@ -159,7 +132,7 @@ func start(t *testing.T, o options) *stack {
 		o.clientTimeout = app.NewHTTPClient().Timeout
 	}
 	tables, tableEndpoint := tablesFor(t)
-	logs := &logBuffer{}
+	logs := &logtest.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("logs:\n%s", tail(logs.String(), 200))
@@ -508,16 +481,6 @@ func (s *stack) expectKept(t *testing.T, c *conn, want kept) connection.Connecti
 		t.Errorf("%s: row holds %s, want %s", c.userID, k, want)
 	}
 	return got
-}
-
-// has reports a line with event name whose field key is value.
-func (l *logBuffer) has(name, key string, value any) bool {
-	for _, e := range l.events(name) {
-		if e[key] == value {
-			return true
-		}
-	}
-	return false
 }
 
 // ---- the CMS and the host ----

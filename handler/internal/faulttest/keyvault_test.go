@@ -43,7 +43,7 @@ func TestKeyVaultFirstReadRefused(t *testing.T) {
 				t.Fatal("Key Vault was never asked")
 			}
 			var logged bool
-			for _, e := range s.logs.events("secret_unavailable") {
+			for _, e := range s.logs.Events("secret_unavailable") {
 				logged = logged || (e["secret"] == tc.secret && e["reason"] == tc.reason)
 			}
 			if !logged {
@@ -128,10 +128,10 @@ func TestKeyVaultOutageAfterAGoodRead(t *testing.T) {
 			// The log said why Key Vault failed while the last good values
 			// served (a held read says so once it gives up), and that it
 			// recovered.
-			if !eventually(func() bool { return s.logs.has("secret_unavailable", "serving", "last_good") }) {
+			if !eventually(func() bool { return s.logs.Has("secret_unavailable", "serving", "last_good") }) {
 				t.Error("no secret_unavailable line saying the last good value is served")
 			}
-			if !eventually(func() bool { return len(s.logs.events("secret_recovered")) > 0 }) {
+			if !eventually(func() bool { return len(s.logs.Events("secret_recovered")) > 0 }) {
 				t.Error("no secret_recovered line")
 			}
 		})

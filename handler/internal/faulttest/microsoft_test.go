@@ -56,7 +56,7 @@ func TestTokenEndpointFaults(t *testing.T) {
 				if got := s.inj.Requests(Microsoft) - n; got != 0 {
 					t.Errorf("%d requests to Microsoft during the pause, want 0", got)
 				}
-				if len(s.logs.events("throttled")) == 0 {
+				if len(s.logs.Events("throttled")) == 0 {
 					t.Error("no throttled log line")
 				}
 			},

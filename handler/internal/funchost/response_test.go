@@ -13,10 +13,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/rs/zerolog"
+
+	"github.com/megdocs/msconnector/handler/internal/logtest"
 )
 
 var update = flag.Bool("update", false, "rewrite the response golden files from the code")
@@ -43,36 +44,6 @@ func checkGolden(t *testing.T, name string, got []byte) {
 	if !bytes.Equal(got, want) {
 		t.Errorf("response body differs from %s:\n got %s\nwant %s", path, got, want)
 	}
-}
-
-// lockedBuffer collects log lines written from the server's goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) lines(t *testing.T) []map[string]any {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
-		if l == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			t.Fatalf("log line is not JSON: %s", l)
-		}
-		out = append(out, m)
-	}
-	return out
 }
 
 // hostServer serves h on 127.0.0.1 the way the handler's server will: with
@@ -111,7 +82,7 @@ func invoke(t *testing.T, url string, body []byte, invocationID string) (*http.R
 }
 
 func TestTimerHandlerGolden(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	var gotInv Invocation
 	var gotTimer TimerInfo
 	h := TimerHandler("timer", func(ctx context.Context, inv Invocation, ti TimerInfo) (any, []string, error) {
@@ -137,7 +108,7 @@ func TestTimerHandlerGolden(t *testing.T) {
 		t.Errorf("fn got TimerInfo %+v, want the golden one", gotTimer)
 	}
 	var found bool
-	for _, l := range logs.lines(t) {
+	for _, l := range logs.Lines(t) {
 		if l["message"] == "sweep_started" {
 			found = true
 			if l["invocation_id"] != gotInv.ID || l["function"] != "refresh" {
@@ -193,7 +164,7 @@ func TestTimerHandlerNullStatus(t *testing.T) {
 }
 
 func TestTimerHandlerFailure(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	secretDetail := "tablestore: list: dial tcp 10.0.0.7:443: i/o timeout"
 	h := TimerHandler("timer", func(context.Context, Invocation, TimerInfo) (any, []string, error) {
 		return summary{Due: 1}, []string{"refresh: 1 due, 0 refreshed"}, errors.New(secretDetail)
@@ -208,13 +179,13 @@ func TestTimerHandlerFailure(t *testing.T) {
 		t.Errorf("the body leaks the error's detail: %s", body)
 	}
 	var logged bool
-	for _, l := range logs.lines(t) {
+	for _, l := range logs.Lines(t) {
 		if l["message"] == "invocation_failed" && l["level"] == "error" && l["invocation_id"] == "inv-42" && l["error"] == secretDetail {
 			logged = true
 		}
 	}
 	if !logged {
-		t.Errorf("no invocation_failed line with the error and invocation id; got %v", logs.lines(t))
+		t.Errorf("no invocation_failed line with the error and invocation id; got %v", logs.Lines(t))
 	}
 }
 
@@ -261,7 +232,7 @@ func TestTimerHandlerRejects(t *testing.T) {
 }
 
 func TestTimerHandlerReportsWarnings(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	called := false
 	h := TimerHandler("timer", func(context.Context, Invocation, TimerInfo) (any, []string, error) {
 		called = true
@@ -281,7 +252,7 @@ func TestTimerHandlerReportsWarnings(t *testing.T) {
 		t.Errorf("Logs = %q, want the warning then fn's log", r.Logs)
 	}
 	var logged bool
-	for _, l := range logs.lines(t) {
+	for _, l := range logs.Lines(t) {
 		logged = logged || (l["message"] == "invocation_warning" && l["invocation_id"] == "inv-manual")
 	}
 	if !logged {

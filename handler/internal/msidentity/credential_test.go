@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/megdocs/msconnector/handler/internal/connection"
+	"github.com/megdocs/msconnector/handler/internal/logtest"
 )
 
 // fakeTokenCredential serves tokens[i] on the i-th call (the last repeats),
@@ -195,13 +196,13 @@ func TestInvalidClientRenewsTheCredentialAndRetriesOnce(t *testing.T) {
 			var base string
 			srv := newStandIn(t, rotatingEndpoint(t, func() string { return "new" }, &base))
 			base = srv.URL
-			logs := &logBuffer{}
+			logs := &logtest.Buffer{}
 			c := newTestClient(t, srv.URL, withCredential(NewSecretCredential(src)), withLogger(zerolog.New(logs)))
 			_, err := op(c)
 			if connection.CodeOf(err, "") != "invalid_client" || srv.count.Load() != 1 {
 				t.Fatalf("%s = %v after %d requests; want Microsoft's invalid_client after 1", opName, err, srv.count.Load())
 			}
-			if len(logs.events(t, "client_credential_renew_failed")) != 1 {
+			if len(logs.StrictEvents(t, "client_credential_renew_failed")) != 1 {
 				t.Errorf("no client_credential_renew_failed event in %s", logs)
 			}
 		})

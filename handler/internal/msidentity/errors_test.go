@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/megdocs/msconnector/handler/internal/connection"
+	"github.com/megdocs/msconnector/handler/internal/logtest"
 )
 
 // Microsoft's error bodies, as the token endpoint sends them.
@@ -262,13 +263,13 @@ func TestThrottlePausesEveryTokenRequest(t *testing.T) {
 				}
 				writeJSONBody(w, 200, tokenJSON(t, map[string]any{"id_token": jwtOf(t, goodClaims(srv.URL))}))
 			})
-			logs := &logBuffer{}
+			logs := &logtest.Buffer{}
 			c := newTestClient(t, srv.URL, withClock(clk), withLogger(zerolog.New(logs)))
 
 			if _, err := c.Refresh(context.Background(), "rt"); connection.ClassOf(err) != connection.ClassTransient {
 				t.Fatalf("first Refresh = %v, want transient", err)
 			}
-			ev := logs.events(t, "throttled")
+			ev := logs.StrictEvents(t, "throttled")
 			if len(ev) != 1 || ev[0]["retry_after_s"] != tt.wantPause.Seconds() || ev[0]["level"] != "warn" {
 				t.Fatalf("throttled log events = %v, want one with retry_after_s %v", ev, tt.wantPause.Seconds())
 			}
@@ -414,7 +415,7 @@ func TestClassify(t *testing.T) {
 }
 
 func TestErrorLogFieldsOmitDescription(t *testing.T) {
-	logs := &logBuffer{}
+	logs := &logtest.Buffer{}
 	e := responseError(opRefresh, 400, http.Header{}, []byte(bodyInvalidGrant700082), time.Now())
 	log := zerolog.New(logs)
 	log.Error().Str("event", "x").EmbedObject(e).Msg("m")

@@ -1,7 +1,6 @@
 package msidentity
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -9,13 +8,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/megdocs/msconnector/handler/internal/clocktest"
 )
 
 const (
@@ -28,24 +28,9 @@ const (
 
 var testScopes = []string{"User.Read", "Files.ReadWrite.All", "offline_access"}
 
-// clock is a settable clock for the Client's Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 11, 25, 23, 30, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
+// newClock is a settable clock for the Client's Now.
+func newClock() *clocktest.Clock {
+	return clocktest.New(time.Date(2026, 11, 25, 23, 30, 0, 0, time.UTC))
 }
 
 // secrets is a SecretSource with a cache: Get serves the cached value,
@@ -131,7 +116,7 @@ func (s *standIn) last(t *testing.T) recorded {
 type option func(*Config)
 
 func withCredential(c ClientCredential) option { return func(cfg *Config) { cfg.Credential = c } }
-func withClock(c *clock) option                { return func(cfg *Config) { cfg.Now = c.Now } }
+func withClock(c *clocktest.Clock) option      { return func(cfg *Config) { cfg.Now = c.Now } }
 func withNow(now func() time.Time) option      { return func(cfg *Config) { cfg.Now = now } }
 func withLogger(l zerolog.Logger) option       { return func(cfg *Config) { cfg.Logger = l } }
 func withTenant(t string) option               { return func(cfg *Config) { cfg.Tenant = t } }
@@ -206,43 +191,4 @@ func writeJSONBody(w http.ResponseWriter, status int, body []byte) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
-}
-
-// logBuffer is a concurrency-safe zerolog sink.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// events returns the logged lines whose event is name.
-func (b *logBuffer) events(t *testing.T, name string) []map[string]any {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
-		if line == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line is not JSON: %q", line)
-		}
-		if m["event"] == name {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
+	"github.com/megdocs/msconnector/handler/internal/clocktest"
 	"github.com/megdocs/msconnector/handler/internal/sealing"
 )
 
@@ -152,7 +153,7 @@ func writeKVError(w http.ResponseWriter, status int, code, msg string) {
 
 // newE2E builds a KeyVault exactly as production does (managed identity
 // credential, the SDK's challenge policy and pipeline) against the stand-ins.
-func newE2E(t *testing.T, v *vaultStandIn, c *clock, logs *logBuffer) *KeyVault {
+func newE2E(t *testing.T, v *vaultStandIn, c *clocktest.Clock, logs *logBuffer) *KeyVault {
 	t.Helper()
 	cred, err := azidentity.NewManagedIdentityCredential(nil)
 	if err != nil {
@@ -276,7 +277,7 @@ func TestKeyVaultEndToEndFailures(t *testing.T) {
 		t.Errorf("forbidden after a good read: %s, %v; want the last good value", s, err)
 	}
 	var warned bool
-	for _, l := range logs.events(t, "secret_unavailable") {
+	for _, l := range logs.StrictEvents(t, "secret_unavailable") {
 		if field(l, "secret") == ClientSecret && field(l, "level") == "warn" && field(l, "reason") == "forbidden" && field(l, "vault") == v.srv.URL {
 			warned = true
 		}
@@ -293,7 +294,7 @@ func TestKeyVaultEndToEndFailures(t *testing.T) {
 		t.Errorf("vault unreachable: %s, %v; want the last good value", s, err)
 	}
 	var unreachable bool
-	for _, l := range logs.events(t, "secret_unavailable") {
+	for _, l := range logs.StrictEvents(t, "secret_unavailable") {
 		if field(l, "reason") == "unreachable" && field(l, "level") == "warn" {
 			unreachable = true
 		}

@@ -1,84 +1,28 @@
 package secrets
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/megdocs/msconnector/handler/internal/clocktest"
+	"github.com/megdocs/msconnector/handler/internal/logtest"
 )
 
-// clock is a settable clock for TTL and backoff tests.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
+// newClock is a settable clock for TTL and backoff tests.
+func newClock() *clocktest.Clock {
+	return clocktest.New(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))
 }
 
-func newClock() *clock { return &clock{t: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-// logBuffer collects zerolog's JSON lines; safe for concurrent writers.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// logBuffer collects zerolog's JSON lines (logtest.Buffer: safe for
+// concurrent writers; StrictEvents fails on a line that is not JSON).
+type logBuffer struct{ logtest.Buffer }
 
 func (b *logBuffer) logger() zerolog.Logger { return zerolog.New(b).With().Timestamp().Logger() }
-
-// lines returns every logged line, decoded.
-func (b *logBuffer) lines(t *testing.T) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(b.String()))
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("log line is not JSON: %q: %v", sc.Text(), err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
-// events returns the lines whose "event" field is event.
-func (b *logBuffer) events(t *testing.T, event string) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	for _, l := range b.lines(t) {
-		if l["event"] == event {
-			out = append(out, l)
-		}
-	}
-	return out
-}
 
 // assertNoValues fails if any of values appears anywhere in the log.
 func (b *logBuffer) assertNoValues(t *testing.T, values ...string) {

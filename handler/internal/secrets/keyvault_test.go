@@ -16,6 +16,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets/fake"
 
+	"github.com/megdocs/msconnector/handler/internal/clocktest"
 	"github.com/megdocs/msconnector/handler/internal/sealing"
 )
 
@@ -138,7 +139,7 @@ func (f *fakeVault) getSecret(ctx context.Context, name, version string, _ *azse
 type fakeEnv struct {
 	vault *fakeVault
 	kv    *KeyVault
-	clock *clock
+	clock *clocktest.Clock
 	logs  *logBuffer
 	cred  *azfake.TokenCredential
 }
@@ -480,7 +481,7 @@ func TestKeyVaultStopsServingADeletedSecret(t *testing.T) {
 			if s, err := e.kv.Get(context.Background(), name); !errors.Is(err, ErrNotConfigured) {
 				t.Fatalf("Get after deletion = %s, %v; want ErrNotConfigured", s, err)
 			}
-			lines := e.logs.events(t, "secret_unavailable")
+			lines := e.logs.StrictEvents(t, "secret_unavailable")
 			if len(lines) != 1 || field(lines[0], "reason") != "not_found" || field(lines[0], "serving") != "" {
 				t.Errorf("log lines = %v", lines)
 			}
@@ -521,7 +522,7 @@ func TestKeyVaultServesLastGoodOnFailure(t *testing.T) {
 			if s.Version != ver1 || s.Value != "client-secret-one" {
 				t.Fatalf("Get during failure = %s, want the last good value", s)
 			}
-			warns := e.logs.events(t, "secret_unavailable")
+			warns := e.logs.StrictEvents(t, "secret_unavailable")
 			if len(warns) != 1 {
 				t.Fatalf("%d secret_unavailable lines, want 1: %s", len(warns), e.logs)
 			}
@@ -551,12 +552,12 @@ func TestKeyVaultServesLastGoodOnFailure(t *testing.T) {
 			if n := e.vault.callCount(); n != calls+4 {
 				t.Errorf("%d calls after 4 backoff periods, want %d", n, calls+4)
 			}
-			if n := len(e.logs.events(t, "secret_unavailable")); n != 1 {
+			if n := len(e.logs.StrictEvents(t, "secret_unavailable")); n != 1 {
 				t.Errorf("%d warnings within a minute, want 1 (rate limited)", n)
 			}
 			e.clock.Advance(20 * time.Second) // a minute since the first warning
 			mustGet(t, e.kv, ClientSecret)
-			warns = e.logs.events(t, "secret_unavailable")
+			warns = e.logs.StrictEvents(t, "secret_unavailable")
 			if len(warns) != 2 {
 				t.Fatalf("%d warnings after a minute, want 2", len(warns))
 			}
@@ -571,7 +572,7 @@ func TestKeyVaultServesLastGoodOnFailure(t *testing.T) {
 			if s := mustGet(t, e.kv, ClientSecret); s.Version != ver2 {
 				t.Errorf("after recovery Get = %s, want version %s", s, ver2)
 			}
-			if n := len(e.logs.events(t, "secret_recovered")); n != 1 {
+			if n := len(e.logs.StrictEvents(t, "secret_recovered")); n != 1 {
 				t.Errorf("%d secret_recovered lines, want 1", n)
 			}
 		})
@@ -638,7 +639,7 @@ func TestKeyVaultNeverReadIsNotConfigured(t *testing.T) {
 			if tc.credErr != nil && !errors.Is(err, tc.credErr) {
 				t.Errorf("the credential's error is not unwrappable from %v", err)
 			}
-			lines := e.logs.events(t, "secret_unavailable")
+			lines := e.logs.StrictEvents(t, "secret_unavailable")
 			if len(lines) != 1 {
 				t.Fatalf("%d secret_unavailable lines, want 1", len(lines))
 			}
@@ -682,7 +683,7 @@ func TestKeyVaultOptionalSecretAbsentIsNoAlarm(t *testing.T) {
 	if !errors.Is(err, ErrNotConfigured) {
 		t.Fatalf("err = %v, want ErrNotConfigured", err)
 	}
-	lines := e.logs.events(t, "secret_unavailable")
+	lines := e.logs.StrictEvents(t, "secret_unavailable")
 	if len(lines) != 1 || field(lines[0], "level") != "info" {
 		t.Errorf("log = %v, want one info line for an absent optional secret", lines)
 	}
@@ -690,7 +691,7 @@ func TestKeyVaultOptionalSecretAbsentIsNoAlarm(t *testing.T) {
 	e.vault.setFail(CMSAPIKeyPrevious, failMode{status: 403, code: "Forbidden"})
 	e.clock.Advance(10 * time.Second)
 	e.kv.Get(context.Background(), CMSAPIKeyPrevious)
-	lines = e.logs.events(t, "secret_unavailable")
+	lines = e.logs.StrictEvents(t, "secret_unavailable")
 	if len(lines) != 2 || field(lines[1], "level") != "error" {
 		t.Errorf("log = %v, want an error line for a refused read", lines)
 	}
@@ -706,7 +707,7 @@ func TestKeyVaultSecretCreatedLaterIsPickedUp(t *testing.T) {
 	if s := mustGet(t, e.kv, WebhookSecret); s.Version != ver1 {
 		t.Errorf("Get = %s, want version %s", s, ver1)
 	}
-	if n := len(e.logs.events(t, "secret_recovered")); n != 1 {
+	if n := len(e.logs.StrictEvents(t, "secret_recovered")); n != 1 {
 		t.Errorf("%d secret_recovered lines, want 1", n)
 	}
 }
@@ -718,7 +719,7 @@ func TestKeyVaultEmptyValueIsNotUsable(t *testing.T) {
 	if !errors.Is(err, ErrNotConfigured) {
 		t.Fatalf("err = %v, want ErrNotConfigured", err)
 	}
-	if l := e.logs.events(t, "secret_unavailable"); len(l) != 1 || field(l[0], "reason") != "empty" {
+	if l := e.logs.StrictEvents(t, "secret_unavailable"); len(l) != 1 || field(l[0], "reason") != "empty" {
 		t.Errorf("log = %v, want reason empty", l)
 	}
 }
