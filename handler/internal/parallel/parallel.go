@@ -27,6 +27,10 @@ func For(ctx context.Context, n, workers int, fn func(context.Context, int) erro
 		go func() {
 			defer wg.Done()
 			for i := range next {
+				// An index handed out as the error landed is dropped, not run.
+				if ctx.Err() != nil {
+					continue
+				}
 				if err := fn(ctx, i); err != nil {
 					cancel(err)
 				}
@@ -35,6 +39,10 @@ func For(ctx context.Context, n, workers int, fn func(context.Context, int) erro
 	}
 feed:
 	for i := range n {
+		// select picks at random when a worker is ready too: check first.
+		if ctx.Err() != nil {
+			break
+		}
 		select {
 		case next <- i:
 		case <-ctx.Done():
