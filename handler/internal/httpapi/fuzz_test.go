@@ -16,7 +16,6 @@ import (
 	"github.com/megdocs/msconnector/handler/internal/connectflow"
 	"github.com/megdocs/msconnector/handler/internal/connection"
 	"github.com/megdocs/msconnector/handler/internal/httpapi"
-	"github.com/megdocs/msconnector/handler/internal/tablestore"
 )
 
 // Every target drives the real routes through Server.Handler (middleware,
@@ -75,7 +74,7 @@ func FuzzCreateSession(f *testing.F) {
 		}
 		decodeErr := json.Unmarshal(body, &in)
 		wellFormed := len(body) <= httpapi.MaxBody && decodeErr == nil && in.UserID != nil && in.ReturnURL != nil &&
-			tablestore.ValidUserID(*in.UserID) == nil
+			connection.ValidUserID(*in.UserID) == nil
 		allowed := wellFormed && fx.srv.Flow.Allowlist.Allowed(*in.ReturnURL)
 		hintOK := in.LoginHint == nil || (len(*in.LoginHint) <= 320 && utf8.ValidString(*in.LoginHint) &&
 			!strings.ContainsFunc(*in.LoginHint, func(r rune) bool { return r < 0x20 || r == 0x7f }))
@@ -281,7 +280,7 @@ func FuzzUserIDPath(f *testing.F) {
 	f.Add("42", "../connections/42")
 	f.Fuzz(func(t *testing.T, id, raw string) {
 		fx := newFixture(t)
-		valid := tablestore.ValidUserID(id) == nil
+		valid := connection.ValidUserID(id) == nil
 		if valid {
 			_, err := fx.store.Create(context.Background(), connection.Connection{
 				UserID: id, Status: connection.StatusConnected, AccessToken: "secret-access-token", RefreshToken: "secret-refresh-token",
