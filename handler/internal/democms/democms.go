@@ -462,7 +462,7 @@ dl{display:grid;grid-template-columns:11rem 1fr;gap:.15rem 0} dt{font-weight:600
 <h1>MEGDocs · Account settings · Microsoft <small>(demo CMS)</small></h1>
 <div class="card session">
 {{if .UserID}}<span>Logged in as <span id="logged-in-as" class="me">{{.UserID}}</span>.</span>{{else}}<span id="logged-in-as" class="me">Not logged in.</span>{{end}}
-<span>Log in as:</span>
+<span>Switch user:</span>
 {{range .Users}}<form method="post" action="/login"><input type="hidden" name="user" value="{{.}}"><button id="login-{{.}}" type="submit"{{if eq . $.UserID}} class="current"{{end}}>{{.}}</button></form>{{end}}
 {{if .UserID}}<form method="post" action="/logout"><button id="logout" type="submit">Log out</button></form>{{end}}
 </div>
@@ -489,10 +489,10 @@ dl{display:grid;grid-template-columns:11rem 1fr;gap:.15rem 0} dt{font-weight:600
 {{if .Result}}<div class="card"><h2>{{.ResultTitle}}</h2><pre id="result" data-ok="{{.ResultOK}}">{{.Result}}</pre></div>{{end}}
 {{if .ConnectLink}}<div class="card" id="connect-link-card"><h2>Connect link for {{.UserID}} (not opened)</h2>
 <p class="link"><a id="connect-link" href="{{.ConnectLink}}">{{.ConnectLink}}</a></p>
-<p>Copy it. Then click <b>Log in as</b> another user above (this browser becomes theirs), paste the link into the address bar and sign in with any account.</p></div>{{end}}
+<p>Copy it. Then switch to the other user above (this browser becomes theirs), paste the link into the address bar and sign in with any account.</p></div>{{end}}
 {{if .UserID}}<div class="card"><h2>Replay the leaked-link attack</h2>
 <ol><li>Logged in as one user, click <i>Create a connect link</i>: the link a person would copy instead of following it, and send to a colleague.</li>
-<li>Log in as the other user (the colleague's browser), open the link, sign in with any account.</li>
+<li>Switch to the other user (the colleague's browser), open the link, sign in with any account.</li>
 <li>Back here, the colleague sees that the sign-in was started by another MEGDocs user, and nothing is connected for either of you.</li></ol>
 <form method="post" action="/connect-link"><button id="connect-link-create" type="submit">Create a connect link (don't open it)</button></form></div>{{end}}
 <p><small>Connector: {{.ConnectorURL}}{{if .IdentityAdminURL}} · Microsoft stand-in: <a id="idp-admin" href="{{.IdentityAdminURL}}" target="_blank" rel="noopener">revoke an account</a>{{end}}</small></p>
