@@ -102,13 +102,16 @@ func toStatus(c connection.Connection) statusObject {
 	return o
 }
 
+// userIDRule is the message of a refused user_id.
+const userIDRule = "user_id must be 1-256 characters of A-Z a-z 0-9 - . _ ~ @, and not . or .."
+
 // userID reads and validates the path's {user_id} (already unescaped by
 // the host and the mux) with the contract's one rule: any other id is 400
 // invalid_request before anything is read or stored.
 func userID(r *http.Request) (string, error) {
 	id := r.PathValue("user_id")
 	if err := connection.ValidUserID(id); err != nil {
-		return "", &connectflow.InputError{Code: "invalid_request", Message: "user_id must be 1-256 characters of A-Z a-z 0-9 - . _ ~ @, and not . or .."}
+		return "", &connectflow.InputError{Code: "invalid_request", Message: userIDRule}
 	}
 	return id, nil
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -74,11 +75,30 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /api/connections/{user_id}/token", s.cms(s.needs(append(ms, config.AreaRefresh), tok, s.token)))
 	mux.Handle("POST /refresh", s.needs(append(ms, config.AreaRefresh), refresh != nil, refresh))
 
-	// Anything else under /api is a JSON 404, not the mux's text.
+	// Anything else under /api is a JSON 404, not the mux's text; except a
+	// user route whose {user_id} the mux could not route (the segment %2F
+	// unescapes to "/", which the mux takes for a path separator): that id
+	// is invalid, and the contract answers an invalid id 400 on every route.
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		if badUserSegment(r.URL.EscapedPath()) {
+			writeJSONError(w, http.StatusBadRequest, "invalid_request", userIDRule)
+			return
+		}
 		writeJSONError(w, http.StatusNotFound, "not_found", "no such route")
 	})
 	return s.logged(recoverer(s.Log, mux))
+}
+
+// badUserSegment reports a path below /api/connections/ whose first
+// segment, unescaped, is not a valid user_id.
+func badUserSegment(escapedPath string) bool {
+	const prefix = "/api/connections/"
+	if len(escapedPath) < len(prefix) || !strings.EqualFold(escapedPath[:len(prefix)], prefix) {
+		return false
+	}
+	seg, _, _ := strings.Cut(escapedPath[len(prefix):], "/")
+	id, err := url.PathUnescape(seg)
+	return err != nil || connection.ValidUserID(id) != nil
 }
 
 // needs answers 503 not_configured while a setting the route depends on is
