@@ -59,6 +59,9 @@ func Run(t *testing.T, newStores Factory) {
 		{"MarkUsed", testMarkUsed},
 		{"MarkUsedRace", testMarkUsedRace},
 		{"DeleteExpired", testDeleteExpired},
+		{"PendingConnectRoundTrip", testPendingConnectRoundTrip},
+		{"DeletePending", testDeletePending},
+		{"DeletePendingRace", testDeletePendingRace},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -789,9 +792,17 @@ func samplePending(kind connection.PendingKind, seed string) connection.Pending 
 		CreatedAt: base,
 		ExpiresAt: base.Add(10 * time.Minute),
 	}
-	if kind == connection.PendingState {
+	switch kind {
+	case connection.PendingState:
 		p.Verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk-" + seed
 		p.BrowserHash = PendingID("cookie-" + seed)
+	case connection.PendingConnect:
+		p.ReturnURL, p.LoginHint = "", ""
+		p.Grant = connection.Grant{
+			AccessToken: "eyJ0eXAiOiJKV1QiLCJub25jZSI6IjEyMyJ9.access-" + seed, RefreshToken: "0.AXoA-refresh-" + seed,
+			ExpiresAt: base.Add(time.Hour), Scopes: []string{"User.Read", "Files.ReadWrite.All", "offline_access"},
+			Account: connection.Account{ID: "oid-" + seed, TenantID: "tid", Email: "ada@contoso.com", DisplayName: "Ada Lovelace"},
+		}
 	}
 	return p
 }
@@ -962,7 +973,7 @@ func testDeleteExpired(t *testing.T, _ connection.Store, ps connection.PendingSt
 	}
 	wantGone := map[string]bool{"long-gone": true, "just-gone": true, "barely-gone": true}
 	for name, d := range expiries {
-		for _, kind := range []connection.PendingKind{connection.PendingSession, connection.PendingState} {
+		for _, kind := range pendingKinds {
 			p := samplePending(kind, name)
 			p.CreatedAt = now.Add(d - 10*time.Minute)
 			p.ExpiresAt = now.Add(d)
@@ -981,11 +992,11 @@ func testDeleteExpired(t *testing.T, _ connection.Store, ps connection.PendingSt
 	if err != nil {
 		t.Fatalf("DeleteExpired: %v", err)
 	}
-	if want := 2 * len(wantGone); n != want {
+	if want := len(pendingKinds) * len(wantGone); n != want {
 		t.Errorf("DeleteExpired = %d, want %d", n, want)
 	}
 	for name := range expiries {
-		for _, kind := range []connection.PendingKind{connection.PendingSession, connection.PendingState} {
+		for _, kind := range pendingKinds {
 			_, err := ps.GetPending(t.Context(), kind, PendingID(name))
 			switch {
 			case wantGone[name] && !errors.Is(err, connection.ErrNotFound):
@@ -998,8 +1009,107 @@ func testDeleteExpired(t *testing.T, _ connection.Store, ps connection.PendingSt
 	if n, err := ps.DeleteExpired(t.Context(), now); err != nil || n != 0 {
 		t.Errorf("second DeleteExpired = %d, %v; want 0, nil", n, err)
 	}
-	if n, err := ps.DeleteExpired(t.Context(), now.Add(time.Hour)); err != nil || n != 2*(len(expiries)-len(wantGone)) {
-		t.Errorf("DeleteExpired an hour later = %d, %v; want %d", n, err, 2*(len(expiries)-len(wantGone)))
+	if n, err := ps.DeleteExpired(t.Context(), now.Add(time.Hour)); err != nil || n != len(pendingKinds)*(len(expiries)-len(wantGone)) {
+		t.Errorf("DeleteExpired an hour later = %d, %v; want %d", n, err, len(pendingKinds)*(len(expiries)-len(wantGone)))
+	}
+}
+
+// pendingKinds are the kinds with a user and a 10-minute life; the sweep's
+// clean-up removes each once expired.
+var pendingKinds = []connection.PendingKind{connection.PendingSession, connection.PendingState, connection.PendingConnect}
+
+// testPendingConnectRoundTrip: the signed-in result comes back whole,
+// tokens opened (stores seal them at rest: tablestore's raw-entity tests
+// prove that), and only a connect's grant is kept.
+func testPendingConnectRoundTrip(t *testing.T, _ connection.Store, ps connection.PendingStore) {
+	pc := samplePending(connection.PendingConnect, "connect")
+	if err := ps.PutPending(t.Context(), pc); err != nil {
+		t.Fatalf("PutPending(connect): %v", err)
+	}
+	got := mustGetPending(t, ps, connection.PendingConnect, pc.ID)
+	assertPending(t, "connect", got, pc)
+	if got.ETag == "" || got.Used {
+		t.Errorf("new connect: ETag %q, Used %t", got.ETag, got.Used)
+	}
+	// The same ID as another kind is another entry, and holds no grant.
+	st := samplePending(connection.PendingState, "connect")
+	if err := ps.PutPending(t.Context(), st); err != nil {
+		t.Fatal(err)
+	}
+	if g := mustGetPending(t, ps, connection.PendingState, st.ID).Grant; g.AccessToken != "" || g.RefreshToken != "" {
+		t.Errorf("a state reads back with a grant: %v", g)
+	}
+	assertPending(t, "connect after the state", mustGetPending(t, ps, connection.PendingConnect, pc.ID), pc)
+	again := pc
+	again.Grant.RefreshToken = "someone-else's"
+	wantErr(t, "PutPending of an existing connect", ps.PutPending(t.Context(), again), connection.ErrConflict)
+	assertPending(t, "connect after the conflicting put", mustGetPending(t, ps, connection.PendingConnect, pc.ID), pc)
+}
+
+// testDeletePending: the spend of a connect code is conditional on the
+// ETag read and single use; a spent entry is gone with its tokens.
+func testDeletePending(t *testing.T, _ connection.Store, ps connection.PendingStore) {
+	pc := samplePending(connection.PendingConnect, "spend")
+	if err := ps.PutPending(t.Context(), pc); err != nil {
+		t.Fatal(err)
+	}
+	read := mustGetPending(t, ps, connection.PendingConnect, pc.ID)
+	noETag := read
+	noETag.ETag = ""
+	wantErr(t, "DeletePending without an ETag", ps.DeletePending(t.Context(), noETag), connection.ErrConflict)
+	stale := read
+	stale.ETag = `W/"datetime'2001-01-01T00%3A00%3A00.0000000Z'"`
+	wantErr(t, "DeletePending with another ETag", ps.DeletePending(t.Context(), stale), connection.ErrConflict)
+	assertPending(t, "connect after refused spends", mustGetPending(t, ps, connection.PendingConnect, pc.ID), pc)
+
+	if err := ps.DeletePending(t.Context(), read); err != nil {
+		t.Fatalf("DeletePending: %v", err)
+	}
+	_, err := ps.GetPending(t.Context(), connection.PendingConnect, pc.ID)
+	wantErr(t, "GetPending after the spend", err, connection.ErrNotFound)
+	if err := ps.DeletePending(t.Context(), read); !errors.Is(err, connection.ErrNotFound) && !errors.Is(err, connection.ErrConflict) {
+		t.Errorf("second DeletePending = %v, want ErrNotFound or ErrConflict", err)
+	}
+
+	// A spend after any change (here: MarkUsed) loses.
+	other := samplePending(connection.PendingConnect, "changed")
+	if err := ps.PutPending(t.Context(), other); err != nil {
+		t.Fatal(err)
+	}
+	before := mustGetPending(t, ps, connection.PendingConnect, other.ID)
+	if err := ps.MarkUsed(t.Context(), before); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, "DeletePending with the read before a change", ps.DeletePending(t.Context(), before), connection.ErrConflict)
+	mustGetPending(t, ps, connection.PendingConnect, other.ID)
+	_, err = ps.GetPending(t.Context(), connection.PendingConnect, PendingID("never"))
+	wantErr(t, "GetPending of a missing connect", err, connection.ErrNotFound)
+}
+
+func testDeletePendingRace(t *testing.T, _ connection.Store, ps connection.PendingStore) {
+	for _, n := range []int{2, 20} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			p := samplePending(connection.PendingConnect, fmt.Sprint("spend-race-", n))
+			if err := ps.PutPending(t.Context(), p); err != nil {
+				t.Fatal(err)
+			}
+			read := mustGetPending(t, ps, p.Kind, p.ID)
+			errs := race(n, func(int) error { return ps.DeletePending(context.Background(), read) })
+			wins := 0
+			for _, err := range errs {
+				switch {
+				case err == nil:
+					wins++
+				case !errors.Is(err, connection.ErrConflict) && !errors.Is(err, connection.ErrNotFound):
+					t.Errorf("losing DeletePending: %v, want ErrConflict or ErrNotFound", err)
+				}
+			}
+			if wins != 1 {
+				t.Errorf("%d of %d racing DeletePending calls won, want exactly 1", wins, n)
+			}
+			_, err := ps.GetPending(t.Context(), p.Kind, p.ID)
+			wantErr(t, "GetPending after the race", err, connection.ErrNotFound)
+		})
 	}
 }
 
