@@ -125,3 +125,44 @@ func repoRoot(t *testing.T) string {
 		dir = parent
 	}
 }
+
+// TestDocEmbedsReferenceCode keeps docs/cms-integration.md's copies of the
+// reference integration equal to the files the Django tests exercise: the
+// return view, the connect view and connector.py.
+func TestDocEmbedsReferenceCode(t *testing.T) {
+	root := repoRoot(t)
+	read := func(parts ...string) string {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(append([]string{root}, parts...)...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	doc := read("docs", "cms-integration.md")
+	views := read("docs", "cms-client", "django", "microsoft", "views.py")
+	for _, tc := range []struct{ name, code string }{
+		{"connect_return in views.py", function(t, views, "@login_required\ndef connect_return(")},
+		{"connect in views.py", function(t, views, "@login_required\n@require_POST  # with the CSRF token")},
+		{"connector.py", read("docs", "cms-client", "django", "microsoft", "connector.py")},
+	} {
+		if !strings.Contains(doc, "```python\n"+tc.code+"```\n") {
+			t.Errorf("docs/cms-integration.md does not hold %s verbatim in a ```python block: copy it into the doc again", tc.name)
+		}
+	}
+}
+
+// function is the top-level Python function of src that starts with start,
+// up to the two blank lines after it, with its final newline.
+func function(t *testing.T, src, start string) string {
+	t.Helper()
+	i := strings.Index(src, start)
+	if i < 0 {
+		t.Fatalf("no %q in views.py", start)
+	}
+	rest := src[i:]
+	if j := strings.Index(rest, "\n\n\n"); j >= 0 {
+		return rest[:j+1]
+	}
+	return rest
+}
