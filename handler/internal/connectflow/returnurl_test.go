@@ -75,7 +75,7 @@ func TestWithResultKeepsTheCMSQuery(t *testing.T) {
 	if got != want {
 		t.Errorf("got %s, want %s", got, want)
 	}
-	if got := withResult("https://a.example.com/s/", map[string][]string{"microsoft": {"connected"}}); got != "https://a.example.com/s/?microsoft=connected" {
+	if got := withResult("https://a.example.com/s/", map[string][]string{"connect_code": {"c0de"}, "microsoft": {"signed_in"}}); got != "https://a.example.com/s/?microsoft=signed_in&connect_code=c0de" {
 		t.Errorf("got %s", got)
 	}
 }
