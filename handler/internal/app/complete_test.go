@@ -115,7 +115,7 @@ func TestMismatchDestroysTheResult(t *testing.T) {
 func TestCraftedReturnLinkStillConnects(t *testing.T) {
 	s := start(t, nil)
 	code := connectCode(t, s.signIn(t, "v", "grace@contoso.com")) // the attacker signs in on V's link
-	r := s.complete(t, "v", code)                                   // V opens the crafted return link
+	r := s.complete(t, "v", code)                                 // V opens the crafted return link
 	if r.status != http.StatusOK {
 		t.Fatalf("completion by the starter: %d %s", r.status, r.body)
 	}
