@@ -19,9 +19,9 @@ the local stack, connects users and sets:
                         the secret and one real delivery the connector sent
     STRICT=1            fail, rather than skip, a test whose variables are missing
 
-By hand, against `make run` (after connecting user 42 in the demo page):
+By hand, against `make run` (after connecting mara in the demo page):
 
-    CONNECTOR_URL=http://localhost:7071 CMS_API_KEY=... CONNECTED_USER_ID=42 \\
+    CONNECTOR_URL=http://localhost:7071 CMS_API_KEY=... CONNECTED_USER_ID=mara \\
         CONNECTED_EMAIL=ada@contoso.com python3 docs/cms-client/test_client.py
 """
 
