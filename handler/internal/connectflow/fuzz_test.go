@@ -10,12 +10,12 @@ import (
 	"github.com/megdocs/msconnector/handler/internal/connection"
 )
 
-// FuzzValidUserID: the connect flow refuses exactly the user_ids the one
+// FuzzValidateUserID: the connect flow refuses exactly the user_ids the one
 // rule (connection.ValidUserID) refuses, as a 400 invalid_request, so
 // nothing the API lets in is refused by the store (a 500); and every
 // accepted id survives the host's decoding of the path unchanged: it needs
 // no escaping, and unescaping it changes nothing.
-func FuzzValidUserID(f *testing.F) {
+func FuzzValidateUserID(f *testing.F) {
 	for _, s := range []string{"42", "a/b", "x#y?z", `back\slash`, "ünïcødé 日本", "...", ".a", "", ".", "..", "~", "a@b.c",
 		"a\x00b", "tab\there", "del\x7f", "c1\u0085", "\xff\xfe", "\u00a0", "~41", "%2F", "%41", strings.Repeat("é", 128), strings.Repeat("a", 257)} {
 		f.Add(s)

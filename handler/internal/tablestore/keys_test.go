@@ -40,8 +40,8 @@ func TestValidUserIDIsALegalKey(t *testing.T) {
 	}
 }
 
-// FuzzUserIDKey: any string the rule accepts is a legal Table key as it is.
-func FuzzUserIDKey(f *testing.F) {
+// FuzzKeyEncoding: any string the rule accepts is a legal Table key as it is.
+func FuzzKeyEncoding(f *testing.F) {
 	for _, id := range append(storetest.EdgeUserIDs(), storetest.RejectedUserIDs()...) {
 		f.Add(id)
 	}
