@@ -462,10 +462,11 @@ dl{display:grid;grid-template-columns:11rem 1fr;gap:.15rem 0} dt{font-weight:600
 <h1>MEGDocs · Account settings · Microsoft <small>(demo CMS)</small></h1>
 <div class="card session">
 {{if .UserID}}<span>Logged in as <span id="logged-in-as" class="me">{{.UserID}}</span>.</span>{{else}}<span id="logged-in-as" class="me">Not logged in.</span>{{end}}
-<span>Switch user:</span>
+<span>{{if .UserID}}Switch user:{{else}}Log in as:{{end}}</span>
 {{range .Users}}<form method="post" action="/login"><input type="hidden" name="user" value="{{.}}"><button id="login-{{.}}" type="submit"{{if eq . $.UserID}} class="current"{{end}}>{{.}}</button></form>{{end}}
 {{if .UserID}}<form method="post" action="/logout"><button id="logout" type="submit">Log out</button></form>{{end}}
 </div>
+{{if not .UserID}}<p id="intro">This demo CMS has two users, mara and victor (no passwords). Log in as one of them to connect their Microsoft account.</p>{{end}}
 {{if .Flash}}<p id="banner" class="banner{{if .Flash.OK}} ok{{end}}" data-outcome="{{.Flash.Outcome}}">{{.Flash.Text}}</p>{{end}}
 {{if .Banner}}<p id="status-banner" class="banner">{{.Banner}}</p>{{end}}
 {{if .UserID}}
