@@ -272,3 +272,52 @@ func TestCompleteRefusesInvalidUserIDs(t *testing.T) {
 		t.Errorf("Complete(42) after refused ids: %v", err)
 	}
 }
+
+// failingWrites is a connection store whose writes fail, as when the
+// process dies (or Table Storage is lost) right after the code was spent.
+type failingWrites struct{ connection.Store }
+
+var errWriteLost = errors.New("write lost")
+
+func (failingWrites) Create(context.Context, connection.Connection) (connection.Connection, error) {
+	return connection.Connection{}, errWriteLost
+}
+
+func (failingWrites) Update(context.Context, connection.Connection) (connection.Connection, error) {
+	return connection.Connection{}, errWriteLost
+}
+
+// TestSpentCodeWithALostWriteIsNeverUsedTwice: Complete spends the code
+// before it stores the connection. When the store fails in between, the
+// sign-in is lost (the user connects again) but nothing else: the earlier
+// connection is as it was, no event is sent, and the code cannot be used a
+// second time, by this user or anyone.
+func TestSpentCodeWithALostWriteIsNeverUsedTwice(t *testing.T) {
+	f := newFlow(t)
+	ev := withEvents(f)
+	ctx := context.Background()
+	if _, err := f.svc.Complete(ctx, "42", f.signIn(t, "42", "first")); err != nil {
+		t.Fatal(err)
+	}
+	before, err := f.svc.Store.Get(ctx, "42")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := f.signIn(t, "42", "second")
+	healthy := f.svc.Store
+	f.svc.Store = failingWrites{healthy}
+	if _, err := f.svc.Complete(ctx, "42", code); !errors.Is(err, errWriteLost) {
+		t.Fatalf("Complete with a lost write = %v, want the write's error", err)
+	}
+	f.svc.Store = healthy
+	if _, err := f.svc.Complete(ctx, "42", code); !errors.Is(err, connectflow.ErrConnectCodeInvalid) {
+		t.Errorf("retry with the spent code = %v, want ErrConnectCodeInvalid", err)
+	}
+	after, err := f.svc.Store.Get(ctx, "42")
+	if err != nil || after.RefreshToken != before.RefreshToken || after.ETag != before.ETag {
+		t.Errorf("the earlier connection changed: %v %v", after, err)
+	}
+	if got := ev.types(); len(got) != 1 {
+		t.Errorf("events %v, want only the first connect's", got)
+	}
+}
