@@ -490,7 +490,8 @@ dl{display:grid;grid-template-columns:11rem 1fr;gap:.15rem 0} dt{font-weight:600
 {{if .Result}}<div class="card"><h2>{{.ResultTitle}}</h2><pre id="result" data-ok="{{.ResultOK}}">{{.Result}}</pre></div>{{end}}
 {{if .ConnectLink}}<div class="card" id="connect-link-card"><h2>Connect link for {{.UserID}} (not opened)</h2>
 <p class="link"><a id="connect-link" href="{{.ConnectLink}}">{{.ConnectLink}}</a></p>
-<p>Copy it. Then switch to the other user above (this browser becomes theirs), paste the link into the address bar and sign in with any account.</p></div>{{end}}
+<p>Copy it. Then switch to the other user above (this browser becomes theirs), paste the link into the address bar and sign in with any account.</p>
+<p><small>Only this demo shows a connect link: a real CMS never shows, sends or logs it, it only redirects its own user's browser there.</small></p></div>{{end}}
 {{if .UserID}}<div class="card"><h2>Replay the leaked-link attack</h2>
 <ol><li>Logged in as one user, click <i>Create a connect link</i>: the link a person would copy instead of following it, and send to a colleague.</li>
 <li>Switch to the other user (the colleague's browser), open the link, sign in with any account.</li>
