@@ -75,7 +75,7 @@ const (
 // Grant's tokens are sealed at rest.
 type Pending struct {
 	Kind        PendingKind
-	ID          string // hex SHA-256 of the bearer token (session or state)
+	ID          string // hex SHA-256 of the bearer token (session, state or connect code)
 	UserID      string
 	ReturnURL   string
 	LoginHint   string

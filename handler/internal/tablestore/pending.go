@@ -40,7 +40,7 @@ func pendingAAD(id string, kind connection.PendingKind, field string) []byte {
 // ErrInvalidPending: a pending entry (or its key) that cannot be stored.
 var ErrInvalidPending = errors.New("invalid pending entry")
 
-// ValidPendingKey accepts the two kinds and an ID that is a lower-case hex
+// ValidPendingKey accepts the known kinds and an ID that is a lower-case hex
 // SHA-256, the only IDs connectflow makes: anything else is a bug upstream,
 // and refusing it keeps arbitrary text out of the table's keys. Errors wrap
 // ErrInvalidPending.
