@@ -61,22 +61,26 @@ infra-check: $(NPM_STAMP) ## Check the Bicep: syntax (tree-sitter), then bicep b
 # ---- end infra ----
 
 # ---- browser + CMS client (owned by the newcomer work) ----
-E2E_PKGS := ./handler/internal/browsertest/ ./handler/internal/cmsclienttest/
+E2E_PKGS := ./handler/internal/browsertest/ ./handler/internal/cmsclienttest/ ./handler/internal/djangotest/
 
-# Debian's chromium (the browser test) and python3-requests (the Python CMS
-# client test), installed only when missing. As root (CI, a fresh machine)
-# it runs apt-get; otherwise it says what to install and goes on: the tests
-# then fail with the same advice unless SKIP_BROWSER=1 / SKIP_PYTHON=1.
+# Debian's chromium (the browser test), python3-requests (the Python CMS
+# client test) and python3-django (the Django reference integration's
+# tests), installed only when missing. As root (CI, a fresh machine) it runs
+# apt-get; otherwise it says what to install and goes on: the tests then
+# fail with the same advice unless SKIP_BROWSER=1 / SKIP_PYTHON=1 /
+# SKIP_DJANGO=1. The Django tests need requests and Django in one python3.
 .PHONY: test-deps
-test-deps: ## Install Debian chromium and python3-requests when missing (browser + Python client tests; needs root)
+test-deps: ## Install Debian chromium, python3-requests and python3-django when missing (browser, Python client, Django tests; needs root)
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	{ python3 -c 'import requests' || /usr/bin/python3 -c 'import requests'; } >/dev/null 2>&1 || missing="$$missing python3-requests"; \
+	{ python3 -c 'import django, requests' || /usr/bin/python3 -c 'import django, requests'; } >/dev/null 2>&1 || \
+		missing="$$missing python3-django$$(case "$$missing" in *python3-requests*) ;; *) echo ' python3-requests';; esac)"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
 		echo "==> missing:$$missing. Not installing (needs root and apt-get): run"; \
 		echo "    sudo apt-get update && sudo apt-get install -y --no-install-recommends$$missing"; \
-		echo "    Until then the browser / Python client tests fail (SKIP_BROWSER=1 / SKIP_PYTHON=1 skip them)."; \
+		echo "    Until then the browser / Python client / Django tests fail (SKIP_BROWSER=1 / SKIP_PYTHON=1 / SKIP_DJANGO=1 skip them)."; \
 		exit 0; \
 	fi; \
 	echo "==> installing Debian packages:$$missing"; \
@@ -84,7 +88,7 @@ test-deps: ## Install Debian chromium and python3-requests when missing (browser
 	apt-get update -q && apt-get install -y -q --no-install-recommends $$missing
 
 .PHONY: e2e
-e2e: deps test-deps ## Run only the real-browser test and the Python CMS client test (screenshots: testoutput/browser/)
+e2e: deps test-deps ## Run only the real-browser test, the Python CMS client test and the Django tests (screenshots: testoutput/browser/)
 	$(GO) test -count=1 -v $(E2E_PKGS)
 # ---- end browser + CMS client ----
 

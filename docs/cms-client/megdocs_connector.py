@@ -1,22 +1,29 @@
-"""Client for the MEGDocs Microsoft connector's CMS API (contract v1).
+"""Client for the MEGDocs Microsoft connector's CMS API (contract v2).
 
 Server to server only: the API key must never reach a browser. Needs only
 ``requests``. Every method raises a subclass of ConnectorError on failure:
 
     NotConnected            404 not_connected: the user has no connection
     ReconnectRequired       409 reconnect_required: ask the user to connect again
+    UserMismatch            409 user_mismatch: complete() by a CMS user other than
+                            the one who started the connect; nothing was connected
+    InvalidConnectCode      400 invalid_connect_code: unknown, used or expired code
     TemporarilyUnavailable  503 temporarily_unavailable (retry_after seconds), or
                             the connector could not be reached: try again later
     NotConfigured           503 not_configured: an administrator must fix settings
     ConnectorError          anything else (400 invalid_request,
                             return_url_not_allowed, 401 unauthorized, 500 ...)
+
+A user_id outside contract v2's set raises ValueError before any call: map
+such CMS ids with encode_user_id().
 """
 
+import base64
 import email.utils
 import hashlib
 import hmac
+import re
 import time
-from urllib.parse import quote
 
 import requests
 
@@ -25,10 +32,38 @@ __all__ = [
     "ConnectorError",
     "NotConnected",
     "ReconnectRequired",
+    "UserMismatch",
+    "InvalidConnectCode",
     "TemporarilyUnavailable",
     "NotConfigured",
     "verify_webhook",
+    "is_valid_user_id",
+    "encode_user_id",
 ]
+
+# Contract v2's user_id: 1-256 of A-Z a-z 0-9 - . _ ~ @, not "." or "..".
+# The Functions host decodes percent escapes in the path before the connector
+# sees it, so an id with any other character (even escaped) could reach
+# another user's route: the client refuses such ids before sending anything.
+_USER_ID = re.compile(r"[A-Za-z0-9._~@-]{1,256}")
+
+
+def is_valid_user_id(user_id):
+    """True when ``user_id`` may be sent to the connector as it is."""
+    return (isinstance(user_id, str) and _USER_ID.fullmatch(user_id) is not None
+            and user_id not in (".", ".."))
+
+
+def encode_user_id(cms_id):
+    """Maps any CMS id (str or bytes) to a valid user_id: its unpadded
+    base64url form (A-Z a-z 0-9 - _). Use it for every user of a CMS whose
+    ids are not already valid (never only for some: an encoded id could equal
+    another user's raw one). 192 bytes of UTF-8 fit in the 256 characters."""
+    raw = cms_id.encode("utf-8") if isinstance(cms_id, str) else bytes(cms_id)
+    encoded = base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    if not 1 <= len(encoded) <= 256:
+        raise ValueError(f"a CMS id of {len(raw)} bytes does not fit a user_id (1-192 bytes)")
+    return encoded
 
 
 class ConnectorError(Exception):
@@ -52,6 +87,19 @@ class ReconnectRequired(ConnectorError):
     the user must connect again; retrying will not help."""
 
 
+class UserMismatch(ConnectorError):
+    """complete() was called for another CMS user than the one the connect
+    was started for (409 user_mismatch): a connect link was opened in someone
+    else's browser. The connector destroyed the sign-in; nothing was
+    connected for either user. Tell the user, and let them start again."""
+
+
+class InvalidConnectCode(ConnectorError):
+    """The connect_code is unknown, already used or expired (400
+    invalid_connect_code; codes live 10 minutes). Nothing was connected: the
+    user starts again."""
+
+
 class TemporarilyUnavailable(ConnectorError):
     """Try again later: Microsoft cannot refresh right now (503
     temporarily_unavailable; ``retry_after`` is the number of seconds the
@@ -66,6 +114,8 @@ class NotConfigured(ConnectorError):
 _BY_CODE = {
     "not_connected": NotConnected,
     "reconnect_required": ReconnectRequired,
+    "user_mismatch": UserMismatch,
+    "invalid_connect_code": InvalidConnectCode,
     "temporarily_unavailable": TemporarilyUnavailable,
     "not_configured": NotConfigured,
 }
@@ -88,10 +138,22 @@ class ConnectorClient:
     def create_connect_session(self, user_id, return_url, login_hint=None):
         """Starts a connect flow. Returns ``{"connect_url", "expires_at"}``:
         redirect the user's browser to connect_url (single use, 10 minutes)."""
+        _check_user_id(user_id)
         body = {"user_id": user_id, "return_url": return_url}
         if login_hint:
             body["login_hint"] = login_hint
         return self._call("POST", "/api/connect-sessions", json=body).json()
+
+    def complete(self, user_id, connect_code):
+        """Finishes a connect when the browser comes back with
+        ``microsoft=signed_in&connect_code=...``. ``user_id`` must be the CMS
+        user logged in *in that browser* (the request's session), never an id
+        from the URL. Returns the status object of the new connection.
+        Raises UserMismatch when the connect was started by another user, and
+        InvalidConnectCode when the code is unknown, used or expired."""
+        if not isinstance(connect_code, str) or not connect_code:
+            raise InvalidConnectCode(None, "invalid_connect_code", "no connect_code in the return URL")
+        return self._call("POST", self._user_path(user_id) + "/complete", json={"connect_code": connect_code}).json()
 
     def status(self, user_id):
         """The user's connection (status, account, scopes, times, last_error).
@@ -124,8 +186,8 @@ class ConnectorClient:
 
     @staticmethod
     def _user_path(user_id):
-        # safe="": a "/" in a user id must stay inside one path segment.
-        return "/api/connections/" + quote(user_id, safe="")
+        _check_user_id(user_id)
+        return "/api/connections/" + user_id  # a valid id needs no escaping
 
     def _call(self, method, path, **kwargs):
         try:
@@ -146,6 +208,13 @@ class ConnectorClient:
                 raise TemporarilyUnavailable(resp.status_code, "connector_unavailable", resp.reason, retry_after)
             raise ConnectorError(resp.status_code, "unexpected_response", resp.text[:200], retry_after)
         raise _BY_CODE.get(code, ConnectorError)(resp.status_code, code, message, retry_after)
+
+
+def _check_user_id(user_id):
+    if not is_valid_user_id(user_id):
+        raise ValueError(
+            "user_id must be 1-256 of A-Z a-z 0-9 - . _ ~ @ (not . or ..): "
+            f"map the CMS id first, e.g. with encode_user_id(): {user_id!r}")
 
 
 def _retry_after(value):

@@ -9,16 +9,23 @@ the local stack, connects users and sets:
     CONNECTED_EMAIL     that user's Microsoft account
     RECONNECT_USER_ID   a user whose account was revoked: reconnect_required
     RETURN_URL          a return URL the connector allows
+    COMPLETE_USER_ID, COMPLETE_CODE, COMPLETE_EMAIL
+                        a connect_code signed in with COMPLETE_EMAIL for that user,
+                        not yet completed
+    MISMATCH_STARTED_BY, MISMATCH_CODE, MISMATCH_OTHER_USER
+                        a connect_code started by one user (not yet completed),
+                        and another user who must not be able to complete it
     WEBHOOK_SECRET, WEBHOOK_BODY_FILE, WEBHOOK_SIGNATURE, WEBHOOK_DELIVERY
                         the secret and one real delivery the connector sent
     STRICT=1            fail, rather than skip, a test whose variables are missing
 
-By hand, against `make run` (after connecting user 42 in the demo page):
+By hand, against `make run` (after connecting mara in the demo page):
 
-    CONNECTOR_URL=http://localhost:7071 CMS_API_KEY=... CONNECTED_USER_ID=42 \\
+    CONNECTOR_URL=http://localhost:7071 CMS_API_KEY=... CONNECTED_USER_ID=mara \\
         CONNECTED_EMAIL=ada@contoso.com python3 docs/cms-client/test_client.py
 """
 
+import base64
 import datetime
 import http.server
 import itertools
@@ -35,10 +42,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from megdocs_connector import (  # noqa: E402
     ConnectorClient,
     ConnectorError,
+    InvalidConnectCode,
     NotConfigured,
     NotConnected,
     ReconnectRequired,
     TemporarilyUnavailable,
+    UserMismatch,
+    encode_user_id,
+    is_valid_user_id,
     verify_webhook,
 )
 
@@ -114,7 +125,7 @@ class ConnectedUserTests(ConnectorTest):
 
 class ErrorTests(ConnectorTest):
     def test_unknown_user_is_not_connected(self):
-        user = "never-connected/" + uuid.uuid4().hex
+        user = "never-connected-" + uuid.uuid4().hex
         with self.assertRaises(NotConnected) as cm:
             self.client.status(user)
         self.assertEqual((cm.exception.status, cm.exception.code), (404, "not_connected"))
@@ -152,6 +163,83 @@ class ErrorTests(ConnectorTest):
         with self.assertRaises(TemporarilyUnavailable) as cm:
             ConnectorClient(f"http://127.0.0.1:{port}", "k", timeout=5).status("42")
         self.assertEqual((cm.exception.status, cm.exception.code), (None, "connector_unreachable"))
+
+
+class CompleteTests(ConnectorTest):
+    def test_complete_then_spent(self):
+        user, code, email = env(self, "COMPLETE_USER_ID", "COMPLETE_CODE", "COMPLETE_EMAIL")
+        with self.assertRaises(NotConnected):
+            self.client.status(user)  # signed in, not yet completed: nothing connected
+        got = self.client.complete(user, code)
+        self.assertEqual((got["user_id"], got["status"]), (user, "connected"))
+        self.assertEqual(got["account"]["email"], email)
+        self.assertFalse({"access_token", "refresh_token"} & got.keys(), "the status must never hold a token")
+        self.assertEqual(self.client.status(user)["account"]["email"], email)
+        with self.assertRaises(InvalidConnectCode) as cm:
+            self.client.complete(user, code)  # single use
+        self.assertEqual((cm.exception.status, cm.exception.code), (400, "invalid_connect_code"))
+        self.client.disconnect(user)
+
+    def test_user_mismatch_destroys_the_sign_in(self):
+        started_by, code, other = env(self, "MISMATCH_STARTED_BY", "MISMATCH_CODE", "MISMATCH_OTHER_USER")
+        with self.assertRaises(UserMismatch) as cm:
+            self.client.complete(other, code)
+        self.assertEqual((cm.exception.status, cm.exception.code), (409, "user_mismatch"))
+        # Destroyed: not even the user who started it can finish it now.
+        with self.assertRaises(InvalidConnectCode):
+            self.client.complete(started_by, code)
+        for user in (started_by, other):
+            with self.subTest(user=user), self.assertRaises(NotConnected):
+                self.client.status(user)
+
+    def test_unknown_code(self):
+        (user,) = env(self, "COMPLETE_USER_ID")
+        with self.assertRaises(InvalidConnectCode) as cm:
+            self.client.complete(user, "no-such-code-" + uuid.uuid4().hex)
+        self.assertEqual((cm.exception.status, cm.exception.code), (400, "invalid_connect_code"))
+
+    def test_missing_code(self):
+        # A return URL with microsoft=signed_in but no connect_code: nothing to send.
+        for code in ("", None):
+            with self.subTest(code=code), self.assertRaises(InvalidConnectCode) as cm:
+                self.client.complete("42", code)
+            self.assertEqual(cm.exception.status, None)
+
+
+class UserIdTests(unittest.TestCase):
+    """The v2 user_id rule, checked before anything is sent."""
+
+    def test_valid(self):
+        for user in ("42", "a", "ada@contoso.com", "A-Z_a.z~0-9", "...", "x" * 256):
+            with self.subTest(user=user):
+                self.assertTrue(is_valid_user_id(user))
+
+    def test_invalid(self):
+        for user in ("", ".", "..", "42/x", "42?x", "42#x", "42\\x", "42%3Fx", "a b", "ü", "x" * 257, 42, None):
+            with self.subTest(user=user):
+                self.assertFalse(is_valid_user_id(user))
+
+    def test_client_refuses_invalid_ids_before_calling(self):
+        # No server listens here: a ValueError (not TemporarilyUnavailable)
+        # proves nothing was sent.
+        client = ConnectorClient("http://127.0.0.1:9", "k", timeout=1)
+        for call in (lambda: client.status("42?x"), lambda: client.get_token("42#x"),
+                     lambda: client.disconnect("a/b"), lambda: client.complete("..", "code"),
+                     lambda: client.create_connect_session("ü", "https://cms.example/")):
+            with self.assertRaises(ValueError):
+                call()
+
+    def test_encode_user_id(self):
+        for cms_id in ("42", "ada@contoso.com", "ü/#?\\ %", "x" * 192, b"\x00\xff"):
+            with self.subTest(cms_id=cms_id):
+                got = encode_user_id(cms_id)
+                self.assertTrue(is_valid_user_id(got), got)
+                raw = cms_id.encode() if isinstance(cms_id, str) else cms_id
+                self.assertEqual(base64.urlsafe_b64decode(got + "=" * (-len(got) % 4)), raw)
+        self.assertEqual(len(encode_user_id("x" * 192)), 256)
+        for too_long in ("x" * 193, "ü" * 97, ""):
+            with self.subTest(n=len(too_long)), self.assertRaises(ValueError):
+                encode_user_id(too_long)
 
 
 class StubResponses(unittest.TestCase):
@@ -280,7 +368,8 @@ def load_tests(loader, tests, pattern):
     # An explicit order: the disconnect test must come after every test
     # that needs the connected user.
     suite = unittest.TestSuite()
-    for case in (ConnectedUserTests, ErrorTests, StubResponses, WebhookTests, DisconnectTests):
+    for case in (ConnectedUserTests, ErrorTests, CompleteTests, UserIdTests, StubResponses, WebhookTests,
+                 DisconnectTests):
         suite.addTests(loader.loadTestsFromTestCase(case))
     return suite
 

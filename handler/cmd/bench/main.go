@@ -406,7 +406,7 @@ type tokenResult struct {
 
 // tokenCase measures POST /api/connections/{id}/token for connections that
 // are not due: a table of exactly these connections, stored as the
-// callback stores them (access tokens that live about another hour, far
+// connect completion stores them (access tokens that live about another hour, far
 // outside the 5-minute margin). A first call per user, not measured,
 // writes LastUsedAt in the background as the first use in 15 minutes
 // does; the measured calls are the steady state: one Table read each.

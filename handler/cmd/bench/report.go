@@ -93,7 +93,7 @@ func (r report) markdown() string {
 	p("## Token API, tokens not due\n\n")
 	p("`POST /api/connections/{user_id}/token` with the CMS key, through the real\n")
 	p("handler over loopback, cycling over a table of %s connections stored as the\n", thousands(t.Users))
-	p("callback stores them (their access tokens live about another hour: no\n")
+	p("connect completion stores them (their access tokens live about another hour: no\n")
 	p("refresh). Each caller sends its next request when the last one answered;\n")
 	p("latency is from sending to the last byte of the answer, measured by the\n")
 	p("caller. One unmeasured call per user first (it writes LastUsedAt in the\n")

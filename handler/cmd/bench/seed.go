@@ -104,7 +104,7 @@ func storeDue(ctx context.Context, store *tablestore.Store, grants []msidentity.
 	})
 }
 
-// storeFresh writes one row per grant as the callback stores a connection
+// storeFresh writes one row per grant as the connect completion stores a connection
 // it has just made: the code flow's own tokens and expiry, connected and
 // refreshed at sign-in, never used yet. None is due for the token API (the
 // access tokens live an hour; the margin is 5 minutes).

@@ -28,16 +28,17 @@ import (
 // the demo CMS.
 const returnURL = "http://localhost/settings/?tab=microsoft"
 
-// userID is the i-th load user: odd on purpose (a '/', a space and a
-// non-ASCII letter), so every request exercises the key encoding and path
-// escaping as a real CMS's IDs might.
-func userID(i int) string { return fmt.Sprintf("load/%05d é", i) }
+// userID is the i-th load user: every punctuation character contract v2
+// allows (- . _ ~ @), so every request carries an id at the rule's edges.
+func userID(i int) string { return fmt.Sprintf("load-%05d.u_s~er@x", i) }
 
 // seed connects n users through the product's real connect flow on the
 // seeding handler: POST /api/connect-sessions, the browser's GET of the
-// connect link (state cookie), the stand-in's sign-in, and the callback,
-// which redeems the code with PKCE, reads Graph /me and stores the
-// connection. Accounts cycle over the stand-in's test accounts.
+// connect link (state cookie), the stand-in's sign-in, the callback, which
+// redeems the code with PKCE, reads Graph /me and keeps the result as a
+// pending connect, and the CMS's POST /api/connections/{user_id}/complete,
+// which stores the connection. Accounts cycle over the stand-in's test
+// accounts.
 func seed(ctx context.Context, stack *devstack.Stack, n, workers int) ([]string, error) {
 	accounts := stack.IDP.Accounts()
 	users := make([]string, n)
@@ -88,8 +89,18 @@ func seed(ctx context.Context, stack *devstack.Stack, n, workers int) ([]string,
 		}
 		drain(resp.Body)
 		loc, _ := url.Parse(resp.Header.Get("Location"))
-		if resp.StatusCode != http.StatusFound || loc == nil || loc.Query().Get("microsoft") != "connected" {
+		if resp.StatusCode != http.StatusFound || loc == nil || loc.Query().Get("microsoft") != "signed_in" {
 			return fmt.Errorf("callback for %q: %d %s", id, resp.StatusCode, resp.Header.Get("Location"))
+		}
+		body, _ = json.Marshal(map[string]string{"connect_code": loc.Query().Get("connect_code")})
+		req, _ = http.NewRequestWithContext(ctx, http.MethodPost, stack.HandlerURL+"/api/connections/"+url.PathEscape(id)+"/complete", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+stack.CMSKey)
+		req.Header.Set("Content-Type", "application/json")
+		if resp, err = hc.Do(req); err != nil {
+			return err
+		}
+		if b, _ = drain(resp.Body); resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("complete for %q: %d %s", id, resp.StatusCode, b)
 		}
 		return nil
 	})

@@ -35,6 +35,7 @@ func TestCMSKey(t *testing.T) {
 		{http.MethodGet, "/api/connections/42"},
 		{http.MethodDelete, "/api/connections/42"},
 		{http.MethodPost, "/api/connections/42/token"},
+		{http.MethodPost, "/api/connections/42/complete"},
 	}
 	for _, rt := range routes {
 		for _, key := range []string{"", "wrong", s.CMSKey + "x", strings.ToUpper(s.CMSKey)} {
@@ -124,14 +125,49 @@ func TestConnectFlow(t *testing.T) {
 	if resp.status != http.StatusFound {
 		t.Fatalf("callback: %d %s", resp.status, resp.body)
 	}
-	if got, want := resp.header.Get("Location"), returnURL+"&microsoft=connected"; got != want {
+	back, err := url.Parse(resp.header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := connectCode(t, back)
+	if got, want := back.String(), returnURL+"&microsoft=signed_in&connect_code="+code; got != want {
 		t.Errorf("callback redirect = %q, want %q", got, want)
+	}
+	if raw, err := base64.RawURLEncoding.DecodeString(code); err != nil || len(raw) < 16 {
+		t.Errorf("connect_code %q: %d bytes of randomness, want at least 128 bits", code, len(raw))
 	}
 	if resp.header.Get("Cache-Control") != "no-store" || resp.header.Get("Referrer-Policy") != "no-referrer" {
 		t.Errorf("callback headers: %v", resp.header)
 	}
 	if c := resp.header.Get("Set-Cookie"); !strings.Contains(c, "Max-Age=0") {
 		t.Errorf("callback did not clear the state cookie: %q", c)
+	}
+
+	// Signed in, not connected: the status is unchanged and no event is
+	// sent until the CMS completes.
+	if r := s.cms(t, http.MethodGet, "/api/connections/"+user, nil); r.status != http.StatusNotFound || r.errorCode(t) != "not_connected" {
+		t.Errorf("status before completion: %d %s, want 404 not_connected", r.status, r.body)
+	}
+	if got := s.logs.Events("connected"); len(got) != 0 {
+		t.Errorf("connected before completion: %v", got)
+	}
+	rt, _ := s.IDP.LatestRefreshToken("8a9b0c1d-2e3f-4a5b-8c7d-9e0f1a2b3c4d")
+	// The pending connect holds no connect code, token or verifier in
+	// clear text.
+	assertNothingInClear(t, s, []string{code, rt, cb.Query().Get("code")})
+
+	r = s.complete(t, user, code)
+	if r.status != http.StatusOK {
+		t.Fatalf("complete: %d %s", r.status, r.body)
+	}
+	if got, want := r.json(t)["user_id"], user; got != want || r.json(t)["status"] != "connected" {
+		t.Errorf("complete answered %s", r.body)
+	}
+	if r.header.Get("Cache-Control") != "no-store" {
+		t.Errorf("complete is cacheable: %v", r.header)
+	}
+	if r := s.complete(t, user, code); r.status != http.StatusBadRequest || r.errorCode(t) != "invalid_connect_code" {
+		t.Errorf("complete with a spent code: %d %s", r.status, r.body)
 	}
 
 	// The connection is visible, with the account and no token.
@@ -157,7 +193,6 @@ func TestConnectFlow(t *testing.T) {
 			t.Errorf("status lacks %q: %s", k, r.body)
 		}
 	}
-	rt, _ := s.IDP.LatestRefreshToken("8a9b0c1d-2e3f-4a5b-8c7d-9e0f1a2b3c4d")
 	if rt == "" || strings.Contains(string(r.body), rt) || strings.Contains(strings.ToLower(string(r.body)), "token\":") {
 		t.Errorf("status leaks a token: %s", r.body)
 	}
@@ -186,8 +221,9 @@ func TestConnectFlow(t *testing.T) {
 		t.Errorf("token scope = %q, want the access token's scopes User.Read Files.ReadWrite.All", tok["scope"])
 	}
 
-	// Raw entities hold no token, code or verifier in clear text.
-	assertNothingInClear(t, s, []string{rt, tok["access_token"].(string), cb.Query().Get("code")})
+	// Raw entities hold no token, code, connect code or verifier in clear
+	// text.
+	assertNothingInClear(t, s, []string{code, rt, tok["access_token"].(string), cb.Query().Get("code")})
 
 	// Disconnect: 204, then 404, and 204 again.
 	for i := 0; i < 2; i++ {
@@ -277,32 +313,75 @@ func TestConnectSessionValidation(t *testing.T) {
 	}
 }
 
-func TestOddUserIDs(t *testing.T) {
+// TestRejectedUserIDs: one id of each class contract v2 rejects gets 400
+// invalid_request on every route that takes a user_id, through the real
+// HTTP stack, and nothing is stored: no session, no connection. Before v2
+// these were valid users; behind the Functions host, whose decoding turns
+// %3F into ?, %23 into # and %5C into \, they reached other users' routes.
+func TestRejectedUserIDs(t *testing.T) {
 	s := start(t, nil)
-	for _, id := range []string{"a/b", "x#y?z", `back\slash`, "ünïcødé 日本", "per%cent", "quote'd", "/leading", "trailing/", "a//b", strings.Repeat("é", 128)} {
-		t.Run(id, func(t *testing.T) {
-			if got := s.connect(t, id, "ada@contoso.com"); got.Query().Get("microsoft") != "connected" {
-				t.Fatalf("connect %q: %s", id, got)
+	victimCode := connectCode(t, s.signIn(t, "42", "ada@contoso.com")) // a live pending connect a bad id must not touch
+	classes := map[string]string{
+		"slash": "/", "slash inside": "a/b", "hash": "x#y", "question mark": "x?y", "backslash": `back\slash`,
+		"percent": "per%cent", "percent escape": "%2F", "space": "sp ace", "non-ASCII": "ünïcødé", "CJK": "日本",
+		"dot": ".", "dot dot": "..", "257 characters": strings.Repeat("a", 257),
+	}
+	for name, id := range classes {
+		t.Run(name, func(t *testing.T) {
+			r := s.cms(t, http.MethodPost, "/api/connect-sessions", map[string]string{"user_id": id, "return_url": returnURL})
+			if r.status != http.StatusBadRequest || r.errorCode(t) != "invalid_request" {
+				t.Errorf("connect-sessions for %q: %d %s", id, r.status, r.body)
 			}
-			path := "/api/connections/" + url.PathEscape(id)
-			r := s.cms(t, http.MethodGet, path, nil)
-			if r.status != http.StatusOK || r.json(t)["user_id"] != id {
-				t.Fatalf("GET %s: %d %s", path, r.status, r.body)
+			seg := url.PathEscape(id)
+			if id == "." || id == ".." {
+				seg = strings.Repeat("%2E", len(id)) // a literal dot segment is cleaned away by any client
 			}
-			if r := s.cms(t, http.MethodPost, path+"/token", nil); r.status != http.StatusOK {
-				t.Errorf("token %s: %d %s", path, r.status, r.body)
-			}
-			if r := s.cms(t, http.MethodDelete, path, nil); r.status != http.StatusNoContent {
-				t.Errorf("DELETE %s: %d", path, r.status)
-			}
-			if r := s.cms(t, http.MethodGet, path, nil); r.status != http.StatusNotFound {
-				t.Errorf("GET after DELETE %s: %d", path, r.status)
+			for _, rt := range []struct{ method, suffix, body string }{
+				{http.MethodGet, "", ""}, {http.MethodDelete, "", ""}, {http.MethodPost, "/token", ""},
+				{http.MethodPost, "/complete", `{"connect_code":"` + victimCode + `"}`},
+			} {
+				var body []byte
+				if rt.body != "" {
+					body = []byte(rt.body)
+				}
+				u := s.HandlerURL + "/api/connections/" + seg + rt.suffix
+				r := do(t, noRedirect, rt.method, u, s.CMSKey, body)
+				if r.status != http.StatusBadRequest || r.errorCode(t) != "invalid_request" {
+					t.Errorf("%s %s: %d %s, want 400 invalid_request", rt.method, u, r.status, r.body)
+				}
 			}
 		})
 	}
-	if r := s.cms(t, http.MethodGet, "/api/connections/%2E%2E", nil); r.status != http.StatusBadRequest {
-		t.Errorf("user_id .. : %d %s", r.status, r.body)
+	if r := s.cms(t, http.MethodGet, "/api/connections", nil); r.status != http.StatusOK || len(r.json(t)["connections"].([]any)) != 0 {
+		t.Errorf("connections after the rejected ids: %s", r.body)
 	}
+	// Only the earlier sign-in's session, state and pending connect exist;
+	// that pending connect was not spent by any rejected call.
+	if n := countEntities(t, s, "connectsessions"); n != 3 {
+		t.Errorf("%d entities in connectsessions, want 3 (one session, state and pending connect)", n)
+	}
+	if r := s.complete(t, "42", victimCode); r.status != http.StatusOK {
+		t.Errorf("the pending connect did not survive the rejected calls: %d %s", r.status, r.body)
+	}
+}
+
+// countEntities counts a table's raw entities.
+func countEntities(t *testing.T, s *stack, table string) int {
+	t.Helper()
+	svc, err := aztables.NewServiceClientFromConnectionString(s.Settings["TABLES_CONNECTION_STRING"], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	pager := svc.NewClient(table).NewListEntitiesPager(nil)
+	for pager.More() {
+		page, err := pager.NextPage(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(page.Entities)
+	}
+	return n
 }
 
 func TestCallbackRejectsForeignBrowsersWithoutBurningTheState(t *testing.T) {
@@ -325,9 +404,9 @@ func TestCallbackRejectsForeignBrowsersWithoutBurningTheState(t *testing.T) {
 	if r := s.cms(t, http.MethodGet, "/api/connections/7", nil); r.status != http.StatusNotFound {
 		t.Errorf("something was stored: %d", r.status)
 	}
-	// ...and did not burn it: the victim still completes.
+	// ...and did not burn it: the victim still signs in.
 	r := do(t, victim.Client, http.MethodGet, cb.String(), "", nil)
-	if r.status != http.StatusFound || !strings.Contains(r.header.Get("Location"), "microsoft=connected") {
+	if r.status != http.StatusFound || !strings.Contains(r.header.Get("Location"), "microsoft=signed_in") {
 		t.Errorf("victim: %d %q", r.status, r.header.Get("Location"))
 	}
 	// Garbage states are 400 pages too.

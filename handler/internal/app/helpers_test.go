@@ -132,9 +132,12 @@ func (b browser) begin(t *testing.T, connectURL string) *url.URL {
 	return u
 }
 
-// connect runs the whole flow for userID as account and returns where the
-// callback sent the browser.
-func (s *stack) connect(t *testing.T, userID, account string) *url.URL {
+// signIn runs the browser's half of a v2 connect for userID, signing in
+// at the stand-in as account ("" cancels): connect session, connect link,
+// sign-in, callback. It returns where the callback sent the browser:
+// return_url with microsoft=signed_in&connect_code=... (or
+// microsoft=error&reason=...). Nothing is connected yet.
+func (s *stack) signIn(t *testing.T, userID, account string) *url.URL {
 	t.Helper()
 	b := newBrowser(t)
 	auth := b.begin(t, s.session(t, userID))
@@ -146,9 +149,40 @@ func (s *stack) connect(t *testing.T, userID, account string) *url.URL {
 	if r.status != http.StatusFound {
 		t.Fatalf("callback: %d %s", r.status, r.body)
 	}
-	u, _ := url.Parse(r.header.Get("Location"))
-	if u.Query().Get("microsoft") != "connected" && account != "" {
-		t.Fatalf("connect %q as %s: %s", userID, account, u)
+	u, err := url.Parse(r.header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
 	}
 	return u
+}
+
+// connectCode is the connect code on the callback's redirect; the test
+// fails unless the redirect says microsoft=signed_in.
+func connectCode(t *testing.T, back *url.URL) string {
+	t.Helper()
+	q := back.Query()
+	if q.Get("microsoft") != "signed_in" || q.Get("connect_code") == "" {
+		t.Fatalf("callback sent the browser to %s, want microsoft=signed_in&connect_code=...", back)
+	}
+	return q.Get("connect_code")
+}
+
+// complete is the CMS's POST /api/connections/{userID}/complete.
+func (s *stack) complete(t *testing.T, userID, code string) response {
+	t.Helper()
+	return s.cms(t, http.MethodPost, "/api/connections/"+url.PathEscape(userID)+"/complete", map[string]string{"connect_code": code})
+}
+
+// connect runs the whole v2 connect for userID as account: signIn, then
+// the CMS completes it for the same user, as its return page does for the
+// user logged in in that browser. It fails the test unless the completion
+// answers 200, and returns the status object it answered.
+func (s *stack) connect(t *testing.T, userID, account string) map[string]any {
+	t.Helper()
+	back := s.signIn(t, userID, account)
+	r := s.complete(t, userID, connectCode(t, back))
+	if r.status != http.StatusOK {
+		t.Fatalf("complete %q as %s: %d %s", userID, account, r.status, r.body)
+	}
+	return r.json(t)
 }

@@ -132,13 +132,32 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 		}
 		tap.add("code", cb.Query().Get("code"))
 		queries = append(queries, cb.RawQuery)
-		if r := do(t, b.Client, http.MethodGet, cb.String(), "", nil); r.status != http.StatusFound {
+		r = do(t, b.Client, http.MethodGet, cb.String(), "", nil)
+		if r.status != http.StatusFound {
 			t.Fatalf("callback: %d %s", r.status, r.body)
 		}
+		back, _ := url.Parse(r.header.Get("Location"))
+		code := connectCode(t, back)
+		tap.add("connect_code", code)
+		queries = append(queries, back.RawQuery)
+		// v2: the CMS completes, here as the user who started it.
+		if r := s.complete(t, userID, code); r.status != http.StatusOK {
+			t.Fatalf("complete: %d %s", r.status, r.body)
+		}
+		// A replay of the spent code (400) carries it again.
+		s.complete(t, userID, code)
 		return cb
 	}
 
 	cb := connect("leak-check", "ada@contoso.com")
+	// A completion by another CMS user (409 user_mismatch, oauth_failed):
+	// the line names both users, never the code or the tokens.
+	if code := connectCode(t, s.signIn(t, "started-by", "grace@contoso.com")); code != "" {
+		tap.add("connect_code", code)
+		if r := s.complete(t, "someone-else", code); r.status != http.StatusConflict {
+			t.Fatalf("mismatched complete: %d %s", r.status, r.body)
+		}
+	}
 	// A replay (400 page) and a stranger's callback carry the code in the
 	// query: neither may reach the log.
 	do(t, noRedirect, http.MethodGet, cb.String(), "", nil)
@@ -192,7 +211,7 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 	// nothing.
 	for what, atLeast := range map[string]int{
 		"client_secret": 1, "code": 2, "code_verifier": 2, "refresh_token": 3, "access_token": 3,
-		"id_token": 1, "session": 3, "state": 2, "state_cookie": 1, "bearer": 1,
+		"id_token": 1, "session": 3, "state": 2, "state_cookie": 1, "bearer": 1, "connect_code": 2,
 	} {
 		if n := tap.count(what); n < atLeast {
 			t.Errorf("the run saw %d %s values, want at least %d", n, what, atLeast)

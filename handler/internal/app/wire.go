@@ -69,8 +69,9 @@ func expiryReminder(src secrets.Source, pending connection.PendingStore, log zer
 			sum := sha256.Sum256([]byte("secret_expiring|" + e.Name + "|" + e.Version + "|" + day))
 			err := pending.PutPending(ctx, connection.Pending{
 				Kind: connection.PendingNotice, ID: hex.EncodeToString(sum[:]),
-				// Not a user: the notice's subject, for an admin reading the table.
-				UserID:    "notice:" + e.Name,
+				// Not a user: the notice's subject, for an admin reading the
+				// table, in the characters every user_id column allows.
+				UserID:    "notice@" + e.Name,
 				CreatedAt: t, ExpiresAt: t.Add(48 * time.Hour),
 			})
 			if errors.Is(err, connection.ErrConflict) {

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/megdocs/msconnector/handler/internal/azurite"
+	"github.com/megdocs/msconnector/handler/internal/democms"
 	"github.com/megdocs/msconnector/handler/internal/devstack"
 )
 
@@ -34,32 +36,15 @@ const stepTimeout = 90 * time.Second
 func TestMain(m *testing.M) { os.Exit(azurite.RunTests(m)) }
 
 // TestNewcomerClickThrough is what `make run` tells a newcomer to try,
-// clicked in a real browser: connect, token, Graph /me, revoke, reconnect
-// required, disconnect. The user id needs escaping in a path, a query and a
-// Table key, so the demo and the handler must both get encoding right.
+// clicked in a real browser: log in as a demo user, connect, see "Connected
+// as ...", token, Graph /me, revoke, reconnect required, disconnect.
 func TestNewcomerClickThrough(t *testing.T) {
-	bin := chromium(t)
-	out := outputDir(t)
-	t.Logf("screenshots and logs: %s", out)
-
-	s, err := devstack.Start(context.Background(), devstack.Options{
-		TablesConnectionString: azurite.ForTest(t),
-		// As `make run`: inside the 5-minute refresh margin, so every
-		// Fetch token refreshes and a revocation shows at the next one.
-		IdentityExpiresIn: 5 * time.Minute,
-		Logs:              createFile(t, filepath.Join(out, "stack.log")),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Stop)
-
+	s, b := start(t, "normal")
 	const (
-		userID  = "e2e/ada #1 ü"
+		userID  = "mara"
 		account = "ada@contoso.com"
 		name    = "Ada Lovelace"
 	)
-	b := newBrowser(t, bin, out)
 
 	b.step("demo-page", func(ctx context.Context) error {
 		resp, err := chromedp.RunResponse(ctx, chromedp.Navigate(s.CMSURL+"/"))
@@ -68,30 +53,14 @@ func TestNewcomerClickThrough(t *testing.T) {
 		}
 		return firstErr(
 			wantStatus(resp, http.StatusOK),
-			b.wantText(ctx, "#status", "Not connected"),
-			b.wantText(ctx, "#connect", "Connect to Microsoft"),
+			b.wantText(ctx, "#logged-in-as", "Not logged in."),
+			b.wantText(ctx, "#login-mara", "mara"),
+			b.wantText(ctx, "#login-victor", "victor"),
 		)
 	})
 
-	b.step("user-id-entered", func(ctx context.Context) error {
-		if err := chromedp.Do(ctx,
-			chromedp.Clear(chromedp.ID("user-id")),
-			chromedp.SendKeys(chromedp.ID("user-id"), userID),
-		); err != nil {
-			return err
-		}
-		resp, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.ID("show")))
-		if err != nil {
-			return err
-		}
-		got, err := chromedp.Run(ctx, chromedp.Value(chromedp.ID("user-id")))
-		if err != nil {
-			return err
-		}
-		if got != userID {
-			return fmt.Errorf("user id field after Show status = %q, want %q", got, userID)
-		}
-		return firstErr(wantStatus(resp, http.StatusOK), b.wantText(ctx, "#status", "Not connected"))
+	b.step("logged-in-as-mara", func(ctx context.Context) error {
+		return b.login(ctx, userID)
 	})
 
 	b.step("microsoft-sign-in", func(ctx context.Context) error {
@@ -129,20 +98,22 @@ func TestNewcomerClickThrough(t *testing.T) {
 		if err != nil {
 			return err
 		}
+		// The callback sent the browser to the return page, which
+		// completed the connect and showed the settings page.
+		if back := b.returns(); len(back) != 1 || back[0].Query().Get("microsoft") != "signed_in" || back[0].Query().Get("connect_code") == "" {
+			return fmt.Errorf("the browser came back to the demo through %v, want one %s?microsoft=signed_in&connect_code=...", back, democms.ReturnPath)
+		}
 		loc, err := chromedp.Run(ctx, chromedp.Location())
 		if err != nil {
 			return err
 		}
-		u, err := url.Parse(loc)
-		if err != nil {
-			return err
-		}
-		if !strings.HasPrefix(loc, s.CMSURL+"/") || u.Query().Get("microsoft") != "connected" || u.Query().Get("user") != userID {
-			return fmt.Errorf("after sign-in the browser is at %s, want the demo page with microsoft=connected for user %q", loc, userID)
+		if loc != s.CMSURL+"/" {
+			return fmt.Errorf("after sign-in the browser is at %s, want the demo page %s/ (the return page redirects, so a reload cannot send the code again)", loc, s.CMSURL)
 		}
 		if err := firstErr(
 			wantStatus(resp, http.StatusOK),
-			b.wantText(ctx, "#banner", "Connected successfully!"),
+			b.wantOutcome(ctx, "connected", "Connected as "+name+" ("+account+")."),
+			b.wantText(ctx, "#logged-in-as", userID),
 			b.wantText(ctx, "#status", "Connected"),
 			b.wantText(ctx, "#account-email", account),
 			b.wantText(ctx, "#account-name", name),
@@ -178,7 +149,10 @@ func TestNewcomerClickThrough(t *testing.T) {
 			return fmt.Errorf("the status list is out of line at %q", misplaced)
 		}
 		// The page shows what the connector stored, not a guess.
-		return wantAPIStatus(ctx, s, userID, http.StatusOK, "connected", account)
+		return firstErr(
+			wantAPIStatus(ctx, s, userID, http.StatusOK, "connected", account),
+			wantAPIStatus(ctx, s, "victor", http.StatusNotFound, "", ""),
+		)
 	})
 
 	b.step("token", func(ctx context.Context) error {
@@ -260,8 +234,7 @@ func TestNewcomerClickThrough(t *testing.T) {
 	})
 
 	b.step("reconnect-required", func(ctx context.Context) error {
-		back := s.CMSURL + "/?user=" + url.QueryEscape(userID)
-		if _, err := chromedp.RunResponse(ctx, chromedp.Navigate(back)); err != nil {
+		if _, err := chromedp.RunResponse(ctx, chromedp.Navigate(s.CMSURL+"/")); err != nil {
 			return err
 		}
 		if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.ID("fetch-token"))); err != nil {
@@ -312,6 +285,112 @@ func TestNewcomerClickThrough(t *testing.T) {
 	})
 }
 
+// TestLeakedConnectLink replays the attack contract v2 closes, in one
+// browser: mara creates a connect link and, instead of following it, hands
+// it to victor; victor (the same browser, switched to victor's login) opens
+// it and signs in with his own Microsoft account. The return page completes
+// for victor, the connector refuses (user_mismatch), the page says so, and
+// nothing is connected for either user, not even when mara then tries to
+// finish the same sign-in herself.
+func TestLeakedConnectLink(t *testing.T) {
+	s, b := start(t, "attack")
+	const account = "grace@contoso.com"
+
+	b.step("logged-in-as-mara", func(ctx context.Context) error {
+		if _, err := chromedp.RunResponse(ctx, chromedp.Navigate(s.CMSURL+"/")); err != nil {
+			return err
+		}
+		return b.login(ctx, "mara")
+	})
+
+	var link string
+	b.step("connect-link-for-mara", func(ctx context.Context) error {
+		if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.ID("connect-link-create"))); err != nil {
+			return err
+		}
+		href, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.ID("connect-link"), "href"))
+		if err != nil {
+			return err
+		}
+		if link = href.Value; !strings.HasPrefix(link, s.HandlerURL+"/api/connect?session=") {
+			return fmt.Errorf("the connect link is %q, want %s/api/connect?session=...", link, s.HandlerURL)
+		}
+		return nil
+	})
+
+	b.step("switched-to-victor", func(ctx context.Context) error {
+		return b.login(ctx, "victor")
+	})
+
+	b.step("victor-opens-the-link", func(ctx context.Context) error {
+		if _, err := chromedp.RunResponse(ctx, chromedp.Navigate(link)); err != nil {
+			return err
+		}
+		return chromedp.Do(ctx, chromedp.WaitVisible(accountButton(account)))
+	})
+
+	b.step("victor-signed-in-nothing-connected", func(ctx context.Context) error {
+		if _, err := chromedp.RunResponse(ctx, chromedp.Click(accountButton(account))); err != nil {
+			return err
+		}
+		if err := firstErr(
+			b.wantOutcome(ctx, "user_mismatch", "This Microsoft sign-in was started by another MEGDocs user, not by you (victor). "+
+				"Nothing was connected, neither to your account nor to theirs. If someone sent you a link to connect Microsoft, "+
+				"do not use it: to connect your own Microsoft account, click Connect to Microsoft below."),
+			b.wantText(ctx, "#logged-in-as", "victor"),
+			b.wantText(ctx, "#status", "Not connected"),
+		); err != nil {
+			return err
+		}
+		return firstErr(
+			wantAPIStatus(ctx, s, "victor", http.StatusNotFound, "", ""),
+			wantAPIStatus(ctx, s, "mara", http.StatusNotFound, "", ""),
+		)
+	})
+
+	// The sign-in is destroyed, not set aside: mara, who started it, cannot
+	// finish it either, with the very return URL victor's browser got.
+	b.step("mara-cannot-finish-it", func(ctx context.Context) error {
+		back := b.returns()
+		if len(back) != 1 || back[0].Query().Get("connect_code") == "" {
+			return fmt.Errorf("return URLs seen: %v, want one with a connect_code", back)
+		}
+		if err := b.login(ctx, "mara"); err != nil {
+			return err
+		}
+		if _, err := chromedp.RunResponse(ctx, chromedp.Navigate(back[0].String())); err != nil {
+			return err
+		}
+		return firstErr(
+			b.wantOutcome(ctx, "invalid_connect_code", "This Microsoft sign-in has expired or was already used. Nothing was connected. Click Connect to Microsoft to start again."),
+			b.wantText(ctx, "#status", "Not connected"),
+			wantAPIStatus(ctx, s, "mara", http.StatusNotFound, "", ""),
+			wantAPIStatus(ctx, s, "victor", http.StatusNotFound, "", ""),
+		)
+	})
+}
+
+// start brings up the local stack as `make run` does and a browser whose
+// screenshots are named after the path (normal-01-..., attack-01-...).
+func start(t *testing.T, path string) (*devstack.Stack, *browser) {
+	t.Helper()
+	bin := chromium(t)
+	out := outputDir(t)
+	t.Logf("screenshots and logs: %s/%s-*", out, path)
+	s, err := devstack.Start(context.Background(), devstack.Options{
+		TablesConnectionString: azurite.ForTest(t),
+		// As `make run`: inside the 5-minute refresh margin, so every
+		// Fetch token refreshes and a revocation shows at the next one.
+		IdentityExpiresIn: 5 * time.Minute,
+		Logs:              createFile(t, filepath.Join(out, path+"-stack.log")),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s, newBrowser(t, bin, out, path, s.CMSURL+democms.ReturnPath)
+}
+
 // chromium finds Debian's chromium, or fails (skips only with SKIP_BROWSER=1).
 func chromium(t *testing.T) string {
 	t.Helper()
@@ -329,17 +408,28 @@ func chromium(t *testing.T) string {
 	return ""
 }
 
-// outputDir is testoutput/browser/ at the repository root, emptied, or a
-// temporary folder when that is not writable.
+var (
+	outOnce sync.Once
+	outDir  string
+)
+
+// outputDir is testoutput/browser/ at the repository root, emptied once per
+// run (every test of the run adds its files), or a temporary folder when
+// that is not writable.
 func outputDir(t *testing.T) string {
 	t.Helper()
-	if root, err := repoRoot(); err == nil {
-		dir := filepath.Join(root, "testoutput", "browser")
-		if os.RemoveAll(dir) == nil && os.MkdirAll(dir, 0o755) == nil {
-			return dir
+	outOnce.Do(func() {
+		if root, err := repoRoot(); err == nil {
+			dir := filepath.Join(root, "testoutput", "browser")
+			if os.RemoveAll(dir) == nil && os.MkdirAll(dir, 0o755) == nil {
+				outDir = dir
+			}
 		}
+	})
+	if outDir == "" {
+		return t.TempDir()
 	}
-	return t.TempDir()
+	return outDir
 }
 
 // repoRoot is the folder holding go.mod, above the test's working directory.
@@ -372,13 +462,19 @@ func createFile(t *testing.T, path string) io.Writer {
 
 // browser is one headless Chromium with one tab.
 type browser struct {
-	t   *testing.T
-	tab context.Context
-	out string
-	n   int
+	t      *testing.T
+	tab    context.Context
+	out    string
+	prefix string
+	n      int
+
+	mu   sync.Mutex
+	back []*url.URL // every document request to the demo's return page
 }
 
-func newBrowser(t *testing.T, bin, out string) *browser {
+// newBrowser starts Chromium; its screenshots are prefix-NN-step.png, and
+// it records each visit of returnURL (the connect_code arrives there).
+func newBrowser(t *testing.T, bin, out, prefix, returnURL string) *browser {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(bin),
@@ -399,7 +495,7 @@ func newBrowser(t *testing.T, bin, out string) *browser {
 		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"),
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1024, 900),
-		chromedp.CombinedOutput(createFile(t, filepath.Join(out, "chromium.log"))),
+		chromedp.CombinedOutput(createFile(t, filepath.Join(out, prefix+"-chromium.log"))),
 	)
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	tab, cancelTab := chromedp.NewContext(alloc, chromedp.WithErrorf(t.Logf))
@@ -410,9 +506,54 @@ func newBrowser(t *testing.T, bin, out string) *browser {
 	// Start the browser on the tab's own context: a deadline on the first
 	// action would end the whole browser with it.
 	if err := chromedp.Do(tab); err != nil {
-		t.Fatalf("starting %s: %v (its output is in %s)", bin, err, filepath.Join(out, "chromium.log"))
+		t.Fatalf("starting %s: %v (its output is in %s)", bin, err, filepath.Join(out, prefix+"-chromium.log"))
 	}
-	return &browser{t: t, tab: tab, out: out}
+	b := &browser{t: t, tab: tab, out: out, prefix: prefix}
+	err := chromedp.Listen(tab, func(ev any) {
+		e, ok := ev.(*network.EventRequestWillBeSent)
+		if !ok || e.Type != network.ResourceTypeDocument || !strings.HasPrefix(e.Request.URL, returnURL+"?") {
+			return
+		}
+		if u, err := url.Parse(e.Request.URL); err == nil {
+			b.mu.Lock()
+			b.back = append(b.back, u)
+			b.mu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// returns are the return page URLs the browser has visited so far.
+func (b *browser) returns() []*url.URL {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]*url.URL(nil), b.back...)
+}
+
+// login clicks the demo's "Log in as" switch.
+func (b *browser) login(ctx context.Context, user string) error {
+	resp, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.ID("login-"+user)))
+	if err != nil {
+		return err
+	}
+	return firstErr(wantStatus(resp, http.StatusOK), b.wantText(ctx, "#logged-in-as", user))
+}
+
+// wantOutcome checks the demo's one-shot message: its outcome and its
+// exact words (they are what a person reads).
+func (b *browser) wantOutcome(ctx context.Context, outcome, text string) error {
+	got, err := chromedp.Run(ctx, chromedp.AttributeValue(chromedp.ID("banner"), "data-outcome"))
+	if err != nil {
+		return fmt.Errorf("reading #banner: %w", err)
+	}
+	if got.Value != outcome {
+		msg, _ := b.text(ctx, "#banner")
+		return fmt.Errorf("the page's outcome is %q (%q), want %q", got.Value, msg, outcome)
+	}
+	return b.wantText(ctx, "#banner", text)
 }
 
 // step runs one user action under its own deadline, then saves a
@@ -423,9 +564,9 @@ func (b *browser) step(name string, do func(ctx context.Context) error) {
 	ctx, cancel := context.WithTimeout(b.tab, stepTimeout)
 	err := do(ctx)
 	cancel()
-	file := fmt.Sprintf("%02d-%s.png", b.n, name)
+	file := fmt.Sprintf("%s-%02d-%s.png", b.prefix, b.n, name)
 	if err != nil {
-		file = fmt.Sprintf("%02d-%s-FAILED.png", b.n, name)
+		file = fmt.Sprintf("%s-%02d-%s-FAILED.png", b.prefix, b.n, name)
 	}
 	shot := b.screenshot(file)
 	if err != nil {
@@ -537,7 +678,7 @@ func wantStatus(resp *network.Response, want int) error {
 // wantAPIStatus asks the connector itself, as the CMS would, what it
 // stored for the user.
 func wantAPIStatus(ctx context.Context, s *devstack.Stack, userID string, wantCode int, wantState, wantEmail string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.HandlerURL+"/api/connections/"+url.PathEscape(userID), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.HandlerURL+"/api/connections/"+userID, nil)
 	if err != nil {
 		return err
 	}

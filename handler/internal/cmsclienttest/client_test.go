@@ -34,8 +34,9 @@ const returnURL = "https://cms.megdocs.test/accounts/settings/?tab=microsoft"
 func TestMain(m *testing.M) { os.Exit(azurite.RunTests(m)) }
 
 // TestPythonClient runs docs/cms-client/test_client.py against the real
-// handler: a connected user, a user Microsoft no longer accepts, and a
-// webhook delivery the handler really signed.
+// handler: a connected user, a user Microsoft no longer accepts, a webhook
+// delivery the handler really signed, and two signed-in connects left for
+// the client to complete: one by its own user, one by another user.
 func TestPythonClient(t *testing.T) {
 	py := python(t)
 	root := repoRoot(t)
@@ -82,15 +83,19 @@ func TestPythonClient(t *testing.T) {
 		}
 	})
 
-	// A "/" in the id: the client must keep it inside one path segment.
-	const connected, email = "python/ada 1", "ada@contoso.com"
+	// Every character class contract v2 allows, "@" included (the client
+	// must not mangle it).
+	const connected, email = "python.ada_1~x@megdocs-test", "ada@contoso.com"
 	const revoked, revokedEmail = "python-grace", "grace@contoso.com"
 	connect(ctx, t, s, connected, email)
 	connect(ctx, t, s, revoked, revokedEmail)
+	const completeUser, mismatchStartedBy, mismatchOther = "python-complete", "python-mara", "python-victor"
+	completeCode := signIn(ctx, t, s, completeUser, email)
+	mismatchCode := signIn(ctx, t, s, mismatchStartedBy, revokedEmail)
 	if err := s.IDP.RevokeAccount(oidOf(t, s, revokedEmail)); err != nil {
 		t.Fatal(err)
 	}
-	if code, body := cms(ctx, t, s, http.MethodPost, "/api/connections/"+url.PathEscape(revoked)+"/token", nil); code != http.StatusConflict {
+	if code, body := cms(ctx, t, s, http.MethodPost, "/api/connections/"+revoked+"/token", nil); code != http.StatusConflict {
 		t.Fatalf("token after revocation: %d %s, want 409", code, body)
 	}
 
@@ -111,6 +116,12 @@ func TestPythonClient(t *testing.T) {
 		"CONNECTED_EMAIL="+email,
 		"RECONNECT_USER_ID="+revoked,
 		"RETURN_URL="+returnURL,
+		"COMPLETE_USER_ID="+completeUser,
+		"COMPLETE_CODE="+completeCode,
+		"COMPLETE_EMAIL="+email,
+		"MISMATCH_STARTED_BY="+mismatchStartedBy,
+		"MISMATCH_CODE="+mismatchCode,
+		"MISMATCH_OTHER_USER="+mismatchOther,
 		"WEBHOOK_SECRET="+webhookSecret,
 		"WEBHOOK_BODY_FILE="+bodyFile,
 		"WEBHOOK_SIGNATURE="+hook.header.Get("X-MEGDocs-Signature"),
@@ -125,9 +136,15 @@ func TestPythonClient(t *testing.T) {
 		t.Fatalf("the Python client tests did not all run and pass")
 	}
 
-	// The Python disconnect reached the handler.
-	if code, body := cms(ctx, t, s, http.MethodGet, "/api/connections/"+url.PathEscape(connected), nil); code != http.StatusNotFound {
-		t.Errorf("after the Python disconnect: %d %s, want 404", code, body)
+	// What the Python tests did reached the handler: the disconnects, and
+	// the mismatch left nothing behind for either user.
+	for _, user := range []string{connected, completeUser, mismatchStartedBy, mismatchOther} {
+		if code, body := cms(ctx, t, s, http.MethodGet, "/api/connections/"+user, nil); code != http.StatusNotFound {
+			t.Errorf("%s after the Python tests: %d %s, want 404", user, code, body)
+		}
+	}
+	if !strings.Contains(logs.String(), `"reason":"user_mismatch"`) {
+		t.Errorf("no oauth_failed line with reason user_mismatch in the handler's log")
 	}
 }
 
@@ -160,8 +177,21 @@ func waitHook(ctx context.Context, t *testing.T, hooks <-chan delivery, user str
 }
 
 // connect does what the CMS and the user's browser do: create a connect
-// session, open connect_url, sign in at the stand-in, follow the callback.
+// session, open connect_url, sign in at the stand-in, follow the callback,
+// and complete the connect for the same user.
 func connect(ctx context.Context, t *testing.T, s *devstack.Stack, userID, account string) {
+	t.Helper()
+	code := signIn(ctx, t, s, userID, account)
+	status, body := cms(ctx, t, s, http.MethodPost, "/api/connections/"+userID+"/complete", map[string]string{"connect_code": code})
+	if status != http.StatusOK {
+		t.Fatalf("complete for %s: %d %s, want 200", userID, status, body)
+	}
+}
+
+// signIn creates a connect session for userID, signs account in at the
+// stand-in and follows the callback, and returns the connect_code the
+// callback put on the return URL, not yet completed.
+func signIn(ctx context.Context, t *testing.T, s *devstack.Stack, userID, account string) string {
 	t.Helper()
 	code, body := cms(ctx, t, s, http.MethodPost, "/api/connect-sessions", map[string]string{"user_id": userID, "return_url": returnURL})
 	if code != http.StatusCreated {
@@ -187,9 +217,11 @@ func connect(ctx context.Context, t *testing.T, s *devstack.Stack, userID, accou
 		t.Fatal(err)
 	}
 	back := redirect(ctx, t, browser, cb.String())
-	if got := back.Query().Get("microsoft"); got != "connected" || !strings.HasPrefix(back.String(), strings.Split(returnURL, "?")[0]) {
-		t.Fatalf("callback sent the browser to %s, want %s with microsoft=connected", back, returnURL)
+	q := back.Query()
+	if q.Get("microsoft") != "signed_in" || q.Get("connect_code") == "" || q.Get("tab") != "microsoft" || !strings.HasPrefix(back.String(), strings.Split(returnURL, "?")[0]) {
+		t.Fatalf("callback sent the browser to %s, want %s with microsoft=signed_in and a connect_code", back, returnURL)
 	}
+	return q.Get("connect_code")
 }
 
 // redirect GETs u and returns where it redirects.

@@ -5,7 +5,9 @@
 //
 // Its test starts the local stack (devstack, without the demo page), connects
 // users through the Microsoft stand-in in Go, records one real webhook
-// delivery, and then runs the Python tests with their environment set.
+// delivery, leaves two signed-in connects for the client's complete() (one
+// for its own user, one to be refused as user_mismatch), and then runs the
+// Python tests with their environment set.
 //
 // It holds only tests. It needs python3 with the requests package (`make
 // test-deps` installs Debian's python3-requests); a missing one fails the

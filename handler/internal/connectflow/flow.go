@@ -1,7 +1,8 @@
 // Package connectflow owns the connect flow: single-use connect sessions for
 // a CMS user, the PKCE verifier and a state bound to the browser, the
-// return-URL allowlist, and the callback that turns a code into a stored
-// connection. It knows nothing of net/http or Microsoft's wire format: the
+// return-URL allowlist, the callback that turns a code into a pending
+// connect, and the CMS's completion that turns a pending connect into a
+// stored connection for the user it was started for, and only for them. It knows nothing of net/http or Microsoft's wire format: the
 // httpapi package adapts requests, and the Identity interface hides
 // Microsoft.
 package connectflow
@@ -29,6 +30,9 @@ import (
 const (
 	SessionTTL = 10 * time.Minute
 	StateTTL   = 10 * time.Minute
+	// ConnectTTL is how long a signed-in result waits for the CMS to
+	// complete it (contract: codes live 10 minutes).
+	ConnectTTL = 10 * time.Minute
 )
 
 // Identity is the part of Microsoft the flow needs.
@@ -70,6 +74,14 @@ var ErrLinkInvalid = errors.New("connectflow: connect link is unknown, used or e
 // this browser's.
 var ErrStateInvalid = errors.New("connectflow: state is unknown, used, expired or not bound to this browser")
 
+// ErrConnectCodeInvalid: the connect code is unknown, spent or expired
+// (400 invalid_connect_code). Nothing was changed.
+var ErrConnectCodeInvalid = errors.New("connectflow: connect code is unknown, spent or expired")
+
+// ErrUserMismatch: the connect code was issued for another CMS user (409
+// user_mismatch). The code is spent and the signed-in result destroyed.
+var ErrUserMismatch = errors.New("connectflow: connect code was issued for another user")
+
 // SessionRequest is the CMS's POST /api/connect-sessions body.
 type SessionRequest struct {
 	UserID    string
@@ -83,30 +95,18 @@ type Session struct {
 	ExpiresAt  time.Time
 }
 
-// ValidateUserID applies the contract: 1-256 bytes of UTF-8, no control
-// characters, not "." or "..".
-func ValidateUserID(id string) error {
-	switch {
-	case id == "":
-		return &InputError{"invalid_request", "user_id is required"}
-	case len(id) > 256:
-		return &InputError{"invalid_request", "user_id is longer than 256 bytes"}
-	case !utf8.ValidString(id):
-		return &InputError{"invalid_request", "user_id is not valid UTF-8"}
-	case id == "." || id == "..":
-		return &InputError{"invalid_request", "user_id cannot be . or .."}
-	}
-	for _, r := range id {
-		if r < 0x20 || (r >= 0x7f && r <= 0x9f) {
-			return &InputError{"invalid_request", "user_id contains a control character"}
-		}
+// validUserID applies the contract's user_id rule (connection.ValidUserID)
+// and words a refusal as the CMS's 400 invalid_request.
+func validUserID(id string) error {
+	if err := connection.ValidUserID(id); err != nil {
+		return &InputError{"invalid_request", "user_id must be 1-256 characters of A-Z a-z 0-9 - . _ ~ @, and not . or .."}
 	}
 	return nil
 }
 
 // CreateSession starts a connect flow for one CMS user.
 func (s *Service) CreateSession(ctx context.Context, req SessionRequest) (Session, error) {
-	if err := ValidateUserID(req.UserID); err != nil {
+	if err := validUserID(req.UserID); err != nil {
 		return Session{}, err
 	}
 	if req.ReturnURL == "" {
@@ -204,11 +204,16 @@ const (
 	ReasonServerError     = "server_error"
 )
 
-// CompleteConnect validates the state against the browser's cookie, consumes
-// it, exchanges the code, reads the account and stores the connection. It
-// returns where to send the browser. ErrStateInvalid means: 400 page, no
-// redirect, nothing stored.
-func (s *Service) CompleteConnect(ctx context.Context, cb Callback) (string, error) {
+// HandleCallback validates the state against the browser's cookie, consumes
+// it, exchanges the code, reads the account and keeps the signed-in result
+// as a pending connect under a fresh connect code. It returns where to send
+// the browser: return_url with microsoft=signed_in&connect_code=... (or
+// microsoft=error&reason=...). No connection changes and no event is sent:
+// only the CMS's completion (Complete) connects, for the CMS user logged in
+// in the browser that comes back, which is what stops a leaked connect
+// link from binding the wrong Microsoft account. ErrStateInvalid means: 400
+// page, no redirect, nothing stored.
+func (s *Service) HandleCallback(ctx context.Context, cb Callback) (string, error) {
 	st, err := s.takeState(ctx, cb)
 	if err != nil {
 		return "", err
@@ -260,27 +265,24 @@ func (s *Service) CompleteConnect(ctx context.Context, cb Callback) (string, err
 	}
 	acct.ID, acct.TenantID = grant.Account.ID, grant.Account.TenantID
 
-	now := s.now()
-	c := connection.Connection{
-		UserID: st.UserID, Status: connection.StatusConnected, Account: acct,
-		Scopes:      connection.NormalizeScopes(grant.Scopes, grant.RefreshToken != ""),
-		AccessToken: grant.AccessToken, RefreshToken: grant.RefreshToken,
-		AccessTokenExpiresAt: grant.ExpiresAt, ConnectedAt: now, LastRefreshedAt: now, LastUsedAt: now,
-	}
-	if c.RefreshToken == "" {
+	if grant.RefreshToken == "" {
 		return fail(ReasonExchangeFailed, errors.New("Microsoft returned no refresh token: is offline_access among MICROSOFT_SCOPES?"), nil)
 	}
-	previous, err := s.save(ctx, c)
+	now := s.now()
+	pc := connection.Pending{
+		Kind: connection.PendingConnect, UserID: st.UserID,
+		Grant: connection.Grant{
+			AccessToken: grant.AccessToken, RefreshToken: grant.RefreshToken, ExpiresAt: grant.ExpiresAt,
+			Scopes: connection.NormalizeScopes(grant.Scopes, true), Account: acct,
+		},
+		CreatedAt: now, ExpiresAt: now.Add(ConnectTTL),
+	}
+	code, err := s.putNew(ctx, pc)
 	if err != nil {
 		return fail(ReasonServerError, err, nil)
 	}
-	typ := connection.EventConnected
-	if previous == connection.StatusReconnectRequired {
-		typ = connection.EventRecovered
-	}
-	s.Events.Publish(connection.Event{Type: typ, UserID: c.UserID, At: now, Account: &acct})
-	log.Info().Str("event", "connected").Str("account_id", acct.ID).Str("tenant_id", acct.TenantID).Msg("connection stored")
-	return withResult(st.ReturnURL, url.Values{"microsoft": {"connected"}}), nil
+	log.Info().Str("event", "signed_in").Str("account_id", acct.ID).Str("tenant_id", acct.TenantID).Msg("signed in; waiting for the CMS to complete the connect")
+	return withResult(st.ReturnURL, url.Values{"microsoft": {"signed_in"}, "connect_code": {code}}), nil
 }
 
 // takeState checks the state and the browser's cookie BEFORE consuming it,
@@ -310,32 +312,112 @@ func (s *Service) takeState(ctx context.Context, cb Callback) (connection.Pendin
 	return st, nil
 }
 
+// Complete finishes a connect for the CMS user userID with the connect
+// code the callback added to return_url, and returns the stored
+// connection. The code must have been issued for userID: for anyone else
+// the code is spent and the signed-in result destroyed (ErrUserMismatch),
+// so nothing is stored for either user. An unknown, spent or expired code
+// is ErrConnectCodeInvalid; an invalid userID an *InputError.
+//
+// Order, and what a crash at each point leaves:
+//  1. read the pending connect (nothing changes);
+//  2. spend it: delete the row, conditional on the ETag just read. Of any
+//     number of racing calls exactly one gets past this point, and the
+//     tokens leave the table;
+//  3. store the connection (ETag-conditional create or replace), then send
+//     the event.
+//
+// A process that dies between 2 and 3 loses this one sign-in: the code is
+// spent, the user's status is exactly as it was (not connected, or the
+// earlier connection untouched), and the user connects again. Nothing is
+// ever doubly used. The other order (store, then spend) cannot keep the
+// contract: two racing calls would both store, and a mismatched call
+// spending the code after the right user's store would leave a connection
+// that the contract says the mismatch destroyed. A lost sign-in is the
+// recoverable failure; a connection the code did not authorize is not.
+func (s *Service) Complete(ctx context.Context, userID, connectCode string) (connection.Connection, error) {
+	if err := validUserID(userID); err != nil {
+		return connection.Connection{}, err
+	}
+	id, ok := hashToken(connectCode)
+	if !ok {
+		return connection.Connection{}, ErrConnectCodeInvalid
+	}
+	pc, err := s.Pending.GetPending(ctx, connection.PendingConnect, id)
+	if errors.Is(err, connection.ErrNotFound) {
+		return connection.Connection{}, ErrConnectCodeInvalid
+	}
+	if err != nil {
+		return connection.Connection{}, fmt.Errorf("connectflow: read pending connect: %w", err)
+	}
+	now := s.now()
+	if !now.Before(pc.ExpiresAt) {
+		return connection.Connection{}, ErrConnectCodeInvalid // the sweep deletes it
+	}
+	if err := s.Pending.DeletePending(ctx, pc); err != nil {
+		if errors.Is(err, connection.ErrConflict) || errors.Is(err, connection.ErrNotFound) {
+			return connection.Connection{}, ErrConnectCodeInvalid // another call spent it first
+		}
+		return connection.Connection{}, fmt.Errorf("connectflow: spend connect code: %w", err)
+	}
+	if pc.UserID != userID {
+		// Someone else's browser came back with this code: whoever signed
+		// in, it was not for this CMS user. The result is gone (deleted
+		// above); a security event worth an alert.
+		s.Log.Warn().Str("event", "oauth_failed").Str("reason", "user_mismatch").
+			Str("user_id", userID).Str("started_by", pc.UserID).
+			Str("account_id", pc.Grant.Account.ID).Str("tenant_id", pc.Grant.Account.TenantID).
+			Msg("connect completed by another CMS user than the one who started it; nothing connected")
+		return connection.Connection{}, ErrUserMismatch
+	}
+	g := pc.Grant
+	c := connection.Connection{
+		UserID: userID, Status: connection.StatusConnected, Account: g.Account, Scopes: g.Scopes,
+		AccessToken: g.AccessToken, RefreshToken: g.RefreshToken, AccessTokenExpiresAt: g.ExpiresAt,
+		ConnectedAt: now, LastRefreshedAt: now, LastUsedAt: now,
+	}
+	c, previous, err := s.save(ctx, c)
+	if err != nil {
+		return connection.Connection{}, err
+	}
+	typ := connection.EventConnected
+	if previous == connection.StatusReconnectRequired {
+		typ = connection.EventRecovered
+	}
+	acct := c.Account
+	s.Events.Publish(connection.Event{Type: typ, UserID: userID, At: now, Account: &acct})
+	s.Log.Info().Str("event", "connected").Str("user_id", userID).Str("account_id", acct.ID).Str("tenant_id", acct.TenantID).Msg("connection stored")
+	return c, nil
+}
+
 // save creates or replaces the user's connection, conditional on the ETag,
-// and returns the status it replaced ("" when new).
-func (s *Service) save(ctx context.Context, c connection.Connection) (connection.Status, error) {
+// and returns it as stored and the status it replaced ("" when new). It
+// reads with Peek: replacing needs only the ETag and status, not the old
+// tokens (nor the key that sealed them).
+func (s *Service) save(ctx context.Context, c connection.Connection) (connection.Connection, connection.Status, error) {
 	for attempt := 0; attempt < 5; attempt++ {
-		old, err := s.Store.Get(ctx, c.UserID)
+		old, err := s.Store.Peek(ctx, c.UserID)
 		switch {
 		case errors.Is(err, connection.ErrNotFound):
 			c.ETag = ""
-			if _, err := s.Store.Create(ctx, c); err == nil {
-				return "", nil
+			if stored, err := s.Store.Create(ctx, c); err == nil {
+				return stored, "", nil
 			} else if !errors.Is(err, connection.ErrConflict) {
-				return "", fmt.Errorf("connectflow: create connection: %w", err)
+				return c, "", fmt.Errorf("connectflow: create connection: %w", err)
 			}
 		case err != nil:
-			return "", fmt.Errorf("connectflow: read connection: %w", err)
+			return c, "", fmt.Errorf("connectflow: read connection: %w", err)
 		default:
 			c.ETag = old.ETag
-			if _, err := s.Store.Update(ctx, c); err == nil {
-				return old.Status, nil
+			if stored, err := s.Store.Update(ctx, c); err == nil {
+				return stored, old.Status, nil
 			} else if !errors.Is(err, connection.ErrConflict) && !errors.Is(err, connection.ErrNotFound) {
-				return "", fmt.Errorf("connectflow: update connection: %w", err)
+				return c, "", fmt.Errorf("connectflow: update connection: %w", err)
 			}
 		}
 		// Someone wrote in between (a sweep, another tab): read again.
 	}
-	return "", fmt.Errorf("connectflow: save connection: %w", connection.ErrConflict)
+	return c, "", fmt.Errorf("connectflow: save connection: %w", connection.ErrConflict)
 }
 
 // putNew stores p under a fresh bearer token and returns the token. The

@@ -135,7 +135,7 @@ func TestStateLivesTenMinutes(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.clock.Advance(connectflow.StateTTL)
-	_, err = f.svc.CompleteConnect(ctx, connectflow.Callback{Code: "c", State: stateOf(t, b), Cookie: b.Cookie})
+	_, err = f.svc.HandleCallback(ctx, connectflow.Callback{Code: "c", State: stateOf(t, b), Cookie: b.Cookie})
 	if !errors.Is(err, connectflow.ErrStateInvalid) {
 		t.Fatalf("callback at 10m: err = %v, want ErrStateInvalid", err)
 	}
@@ -210,14 +210,14 @@ func TestExchangeUsesTheStatesVerifier(t *testing.T) {
 	if len(v1) < 43 || v1 == v2 || v1 == s1 || v1 == b1.Cookie {
 		t.Fatalf("verifiers %q / %q: want distinct, at least 43 characters, unrelated to state and cookie", v1, v2)
 	}
-	if _, err := f.svc.CompleteConnect(ctx, connectflow.Callback{Code: "c2", State: s2, Cookie: b2.Cookie}); err != nil {
+	if _, err := f.svc.HandleCallback(ctx, connectflow.Callback{Code: "c2", State: s2, Cookie: b2.Cookie}); err != nil {
 		t.Fatal(err)
 	}
 	if len(f.idp.exchanged) != 1 || f.idp.exchanged[0] != v2 {
 		t.Errorf("exchanged with %q, want the second state's verifier", f.idp.exchanged)
 	}
 	// The other browser's cookie does not complete the first state.
-	if _, err := f.svc.CompleteConnect(ctx, connectflow.Callback{Code: "c1", State: s1, Cookie: b2.Cookie}); !errors.Is(err, connectflow.ErrStateInvalid) {
+	if _, err := f.svc.HandleCallback(ctx, connectflow.Callback{Code: "c1", State: s1, Cookie: b2.Cookie}); !errors.Is(err, connectflow.ErrStateInvalid) {
 		t.Errorf("state one with browser two's cookie: err = %v", err)
 	}
 }
@@ -266,11 +266,30 @@ func TestLostInsertResponseIsNotAFailure(t *testing.T) {
 	if err != nil {
 		t.Fatalf("BeginConnect with the token CreateSession returned: %v", err)
 	}
-	to, err := f.svc.CompleteConnect(ctx, connectflow.Callback{Code: "c", State: stateOf(t, b), Cookie: b.Cookie})
-	if err != nil || !strings.Contains(to, "microsoft=connected") {
-		t.Fatalf("CompleteConnect = %q, %v", to, err)
+	to, err := f.svc.HandleCallback(ctx, connectflow.Callback{Code: "c", State: stateOf(t, b), Cookie: b.Cookie})
+	if err != nil || !strings.Contains(to, "microsoft=signed_in") {
+		t.Fatalf("HandleCallback = %q, %v", to, err)
 	}
-	if !lossy.lost[connection.PendingSession] || !lossy.lost[connection.PendingState] {
-		t.Fatalf("the store did not lose a response for both kinds: %v", lossy.lost)
+	if _, err := f.svc.Complete(ctx, "42", connectCode(t, to)); err != nil {
+		t.Fatalf("Complete with the connect code HandleCallback returned: %v", err)
 	}
+	for _, kind := range []connection.PendingKind{connection.PendingSession, connection.PendingState, connection.PendingConnect} {
+		if !lossy.lost[kind] {
+			t.Fatalf("the store did not lose a response for kind %s: %v", kind, lossy.lost)
+		}
+	}
+}
+
+// connectCode reads the connect code off the callback's redirect.
+func connectCode(t *testing.T, to string) string {
+	t.Helper()
+	u, err := url.Parse(to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	if q.Get("microsoft") != "signed_in" || q.Get("connect_code") == "" {
+		t.Fatalf("callback sent the browser to %s, want microsoft=signed_in&connect_code=...", to)
+	}
+	return q.Get("connect_code")
 }

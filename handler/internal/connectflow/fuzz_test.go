@@ -7,53 +7,43 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/megdocs/msconnector/handler/internal/tablestore"
+	"github.com/megdocs/msconnector/handler/internal/connection"
 )
 
-// FuzzValidateUserID: the HTTP API's rule (ValidateUserID) and the store's
-// (tablestore.ValidUserID) accept exactly the same user_ids, so nothing the
-// API lets in is refused by the store (a 500) and nothing the store could
-// hold is unreachable; every accepted user_id has one legal, reversible
-// Table key and survives the path escaping the contract prescribes.
+// FuzzValidateUserID: the connect flow refuses exactly the user_ids the one
+// rule (connection.ValidUserID) refuses, as a 400 invalid_request, so
+// nothing the API lets in is refused by the store (a 500); and every
+// accepted id survives the host's decoding of the path unchanged: it needs
+// no escaping, and unescaping it changes nothing.
 func FuzzValidateUserID(f *testing.F) {
-	for _, s := range []string{"42", "a/b", "x#y?z", `back\slash`, "ünïcødé 日本", "...", ".a", "", ".", "..",
-		"a\x00b", "tab\there", "del\x7f", "c1\u0085", "\xff\xfe", "\u00a0", "~41", "%2F", strings.Repeat("é", 128), strings.Repeat("a", 257)} {
+	for _, s := range []string{"42", "a/b", "x#y?z", `back\slash`, "ünïcødé 日本", "...", ".a", "", ".", "..", "~", "a@b.c",
+		"a\x00b", "tab\there", "del\x7f", "c1\u0085", "\xff\xfe", "\u00a0", "~41", "%2F", "%41", strings.Repeat("é", 128), strings.Repeat("a", 257)} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, id string) {
-		apiErr := ValidateUserID(id)
-		storeErr := tablestore.ValidUserID(id)
-		if (apiErr == nil) != (storeErr == nil) {
-			t.Fatalf("ValidateUserID(%q) = %v but tablestore.ValidUserID = %v", id, apiErr, storeErr)
+		apiErr := validUserID(id)
+		ruleErr := connection.ValidUserID(id)
+		if (apiErr == nil) != (ruleErr == nil) {
+			t.Fatalf("validUserID(%q) = %v but connection.ValidUserID = %v", id, apiErr, ruleErr)
 		}
 		if apiErr != nil {
 			var in *InputError
 			if !errors.As(apiErr, &in) || in.Code != "invalid_request" || in.Message == "" {
-				t.Fatalf("ValidateUserID(%q) = %#v, want an invalid_request InputError", id, apiErr)
+				t.Fatalf("validUserID(%q) = %#v, want an invalid_request InputError", id, apiErr)
 			}
-			if !errors.Is(storeErr, tablestore.ErrInvalidUserID) {
-				t.Fatalf("tablestore.ValidUserID(%q) = %v, want ErrInvalidUserID", id, storeErr)
+			if !errors.Is(ruleErr, connection.ErrInvalidUserID) {
+				t.Fatalf("connection.ValidUserID(%q) = %v, want ErrInvalidUserID", id, ruleErr)
 			}
 			return
 		}
-		key := tablestore.EncodeKey(id)
-		if len(key) == 0 || len(key) > tablestore.MaxKeyLen {
-			t.Fatalf("EncodeKey(%q) is %d characters", id, len(key))
+		if seg := url.PathEscape(id); seg != id {
+			t.Fatalf("PathEscape(%q) = %q: a valid id must need no escaping", id, seg)
 		}
-		for i := 0; i < len(key); i++ {
-			if c := key[i]; c < 0x21 || c > 0x7e || strings.IndexByte(`/\#?%'`, c) >= 0 {
-				t.Fatalf("EncodeKey(%q) = %q holds %q, which Table keys or their URLs forbid", id, key, c)
-			}
+		if back, err := url.PathUnescape(id); err != nil || back != id {
+			t.Fatalf("PathUnescape(%q) = %q, %v: the host's decoding would change a valid id", id, back, err)
 		}
-		if back, err := tablestore.DecodeKey(key); err != nil || back != id {
-			t.Fatalf("DecodeKey(EncodeKey(%q)) = %q, %v", id, back, err)
-		}
-		seg := url.PathEscape(id)
-		if strings.ContainsAny(seg, "/?#") {
-			t.Fatalf("PathEscape(%q) = %q is not one path segment", id, seg)
-		}
-		if back, err := url.PathUnescape(seg); err != nil || back != id {
-			t.Fatalf("PathUnescape(PathEscape(%q)) = %q, %v", id, back, err)
+		if id == "." || id == ".." || len(id) > 256 {
+			t.Fatalf("accepted %q", id)
 		}
 	})
 }

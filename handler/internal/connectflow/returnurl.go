@@ -111,13 +111,24 @@ func matches(prefix, u *url.URL) bool {
 }
 
 // withResult appends the callback's result to the return URL's query,
-// keeping what the CMS put there byte for byte.
+// keeping what the CMS put there byte for byte. "microsoft" comes first,
+// as the contract writes it (microsoft=signed_in&connect_code=...,
+// microsoft=error&reason=...), the rest in key order.
 func withResult(returnURL string, params url.Values) string {
 	u, err := url.Parse(returnURL)
 	if err != nil {
 		return returnURL
 	}
-	extra := params.Encode()
+	rest := url.Values{}
+	for k, v := range params {
+		if k != "microsoft" {
+			rest[k] = v
+		}
+	}
+	extra := url.Values{"microsoft": params["microsoft"]}.Encode()
+	if r := rest.Encode(); r != "" {
+		extra += "&" + r
+	}
 	if u.RawQuery == "" {
 		u.RawQuery = extra
 	} else {

@@ -1,6 +1,10 @@
 package connectflow
 
-import "testing"
+import (
+	"errors"
+	"strings"
+	"testing"
+)
 
 func TestAllowlist(t *testing.T) {
 	a, err := NewAllowlist([]string{
@@ -71,24 +75,22 @@ func TestWithResultKeepsTheCMSQuery(t *testing.T) {
 	if got != want {
 		t.Errorf("got %s, want %s", got, want)
 	}
-	if got := withResult("https://a.example.com/s/", map[string][]string{"microsoft": {"connected"}}); got != "https://a.example.com/s/?microsoft=connected" {
+	if got := withResult("https://a.example.com/s/", map[string][]string{"connect_code": {"c0de"}, "microsoft": {"signed_in"}}); got != "https://a.example.com/s/?microsoft=signed_in&connect_code=c0de" {
 		t.Errorf("got %s", got)
 	}
 }
 
-func TestValidateUserID(t *testing.T) {
-	long := make([]byte, 257)
-	for i := range long {
-		long[i] = 'a'
-	}
-	for _, ok := range []string{"42", "a/b", "x#y?z", `back\slash`, "ünïcødé 日本", string(long[:256]), "...", ".a"} {
-		if err := ValidateUserID(ok); err != nil {
-			t.Errorf("ValidateUserID(%q) = %v, want nil", ok, err)
+func TestValidUserID(t *testing.T) {
+	long := strings.Repeat("a", 257)
+	for _, ok := range []string{"42", "ada@contoso.com", "A-Z.a_z~0@9", long[:256], "...", ".a", "~"} {
+		if err := validUserID(ok); err != nil {
+			t.Errorf("validUserID(%q) = %v, want nil", ok, err)
 		}
 	}
-	for _, bad := range []string{"", ".", "..", string(long), "a\x00b", "tab\there", "del\x7f", "c1\u0085", "\xff\xfe"} {
-		if err := ValidateUserID(bad); err == nil {
-			t.Errorf("ValidateUserID(%q) = nil, want an error", bad)
+	for _, bad := range []string{"", ".", "..", long, "a/b", "x#y", "x?y", `a\b`, "a%2Fb", "a b", "ü", "a\x00b", "tab\there", "\xff\xfe"} {
+		var in *InputError
+		if err := validUserID(bad); !errors.As(err, &in) || in.Code != "invalid_request" {
+			t.Errorf("validUserID(%q) = %v, want an invalid_request InputError", bad, err)
 		}
 	}
 }

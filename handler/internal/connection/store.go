@@ -63,27 +63,36 @@ const (
 	// logged: its conditional create is what makes it once across
 	// instances. It carries no user and expires after two days.
 	PendingNotice PendingKind = "notice"
+	// PendingConnect is the signed-in result the callback keeps until the
+	// CMS completes it (POST /api/connections/{user_id}/complete): ID is
+	// the hash of the connect code, Grant holds the tokens (sealed at
+	// rest). Spent by DeletePending.
+	PendingConnect PendingKind = "connect"
 )
 
-// Pending is a single-use connect session or OAuth state. Only a hash of the
-// token the browser carries is stored (ID). Verifier is sealed at rest.
+// Pending is a single-use connect session, OAuth state or pending connect.
+// Only a hash of the token the browser carries is stored (ID). Verifier and
+// Grant's tokens are sealed at rest.
 type Pending struct {
 	Kind        PendingKind
-	ID          string // hex SHA-256 of the bearer token (session or state)
+	ID          string // hex SHA-256 of the bearer token (session, state or connect code)
 	UserID      string
 	ReturnURL   string
 	LoginHint   string
 	Verifier    string // PKCE code_verifier (states only); sealed at rest
 	BrowserHash string // hex SHA-256 of the browser-binding cookie (states only)
-	CreatedAt   time.Time
-	ExpiresAt   time.Time
-	Used        bool
-	ETag        string
+	// Grant is the signed-in result of a pending connect (connects only):
+	// its Account (oid, tid, e-mail, name), normalized Scopes and tokens.
+	Grant     Grant
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	Used      bool
+	ETag      string
 }
 
-// String never prints the verifier.
+// String never prints the verifier or a token.
 func (p Pending) String() string {
-	return "pending{kind:" + string(p.Kind) + " user_id:" + p.UserID + " used:" + boolStr(p.Used) + " verifier:" + boolStr(p.Verifier != "") + "}"
+	return "pending{kind:" + string(p.Kind) + " user_id:" + p.UserID + " used:" + boolStr(p.Used) + " verifier:" + boolStr(p.Verifier != "") + " grant:" + p.Grant.String() + "}"
 }
 
 // GoString keeps %#v from printing the verifier too.
@@ -96,7 +105,8 @@ func boolStr(b bool) string {
 	return "false"
 }
 
-// PendingStore keeps connect sessions and states (table connectsessions).
+// PendingStore keeps connect sessions, states and pending connects (table
+// connectsessions).
 type PendingStore interface {
 	// PutPending stores a new pending entry; ErrConflict if the ID exists.
 	PutPending(ctx context.Context, p Pending) error
@@ -105,6 +115,11 @@ type PendingStore interface {
 	// MarkUsed sets Used on p if its ETag is unchanged: of two racing
 	// callers exactly one succeeds, the other gets ErrConflict.
 	MarkUsed(ctx context.Context, p Pending) error
+	// DeletePending removes p if its stored ETag still equals p.ETag: of
+	// racing callers holding the same read exactly one succeeds, the others
+	// get ErrConflict (or ErrNotFound once it is gone). It spends a pending
+	// connect: the sealed tokens leave the table with the row.
+	DeletePending(ctx context.Context, p Pending) error
 	// DeleteExpired removes entries that expired before t; returns how many.
 	DeleteExpired(ctx context.Context, t time.Time) (int, error)
 }

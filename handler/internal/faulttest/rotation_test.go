@@ -13,7 +13,6 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 
 	"github.com/megdocs/msconnector/handler/internal/secrets"
-	"github.com/megdocs/msconnector/handler/internal/tablestore"
 )
 
 // Issue 4: every secret rotates in Key Vault without a restart, and a token
@@ -144,7 +143,7 @@ func (s *stack) rawKeyVersion(t *testing.T, userID string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := svc.NewClient("connections").GetEntity(context.Background(), tablestore.EncodeKey(userID), "microsoft", nil)
+	resp, err := svc.NewClient("connections").GetEntity(context.Background(), userID, "microsoft", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

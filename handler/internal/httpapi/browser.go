@@ -35,7 +35,7 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie(StateCookie); err == nil {
 		cb.Cookie = c.Value
 	}
-	to, err := s.Flow.CompleteConnect(r.Context(), cb)
+	to, err := s.Flow.HandleCallback(r.Context(), cb)
 	if errors.Is(err, connectflow.ErrStateInvalid) {
 		s.Log.Warn().Str("event", "oauth_failed").Str("reason", "invalid_state").Msg("callback with an unknown, used, expired or foreign state")
 		page(w, http.StatusBadRequest, "This sign-in cannot be completed", "This sign-in link is no longer valid, or it was opened in another browser. Go back to MEGDocs and start connecting your Microsoft account again.")

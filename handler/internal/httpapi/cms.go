@@ -102,13 +102,47 @@ func toStatus(c connection.Connection) statusObject {
 	return o
 }
 
-// userID reads and validates the path's {user_id} (already unescaped).
+// userIDRule is the message of a refused user_id.
+const userIDRule = "user_id must be 1-256 characters of A-Z a-z 0-9 - . _ ~ @, and not . or .."
+
+// userID reads and validates the path's {user_id} (already unescaped by
+// the host and the mux) with the contract's one rule: any other id is 400
+// invalid_request before anything is read or stored.
 func userID(r *http.Request) (string, error) {
 	id := r.PathValue("user_id")
-	if err := connectflow.ValidateUserID(id); err != nil {
-		return "", err
+	if err := connection.ValidUserID(id); err != nil {
+		return "", &connectflow.InputError{Code: "invalid_request", Message: userIDRule}
 	}
 	return id, nil
+}
+
+type completeRequest struct {
+	ConnectCode *string `json:"connect_code"`
+}
+
+// complete finishes a connect for the CMS user in the path, who must be
+// the user logged in in the browser that brought the connect code back.
+func (s *Server) complete(w http.ResponseWriter, r *http.Request) {
+	id, err := userID(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var req completeRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if req.ConnectCode == nil {
+		s.writeError(w, r, &connectflow.InputError{Code: "invalid_request", Message: "connect_code is a required string"})
+		return
+	}
+	c, err := s.Flow.Complete(r.Context(), id, *req.ConnectCode)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toStatus(c))
 }
 
 func (s *Server) getConnection(w http.ResponseWriter, r *http.Request) {

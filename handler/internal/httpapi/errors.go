@@ -40,6 +40,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.As(err, &input):
 		writeJSONError(w, http.StatusBadRequest, input.Code, input.Message)
+	case errors.Is(err, connectflow.ErrConnectCodeInvalid):
+		writeJSONError(w, http.StatusBadRequest, "invalid_connect_code", "the connect code is unknown, already used or expired: start connecting again")
+	case errors.Is(err, connectflow.ErrUserMismatch):
+		writeJSONError(w, http.StatusConflict, "user_mismatch", "this sign-in was started for another user; nothing was connected")
 	case errors.As(err, &maxErr):
 		writeJSONError(w, http.StatusBadRequest, "invalid_request", "the body is over 64 KiB")
 	case errors.Is(err, tokens.ErrNotConnected):

@@ -16,7 +16,6 @@ import (
 	"github.com/megdocs/msconnector/handler/internal/connectflow"
 	"github.com/megdocs/msconnector/handler/internal/connection"
 	"github.com/megdocs/msconnector/handler/internal/httpapi"
-	"github.com/megdocs/msconnector/handler/internal/tablestore"
 )
 
 // Every target drives the real routes through Server.Handler (middleware,
@@ -75,7 +74,7 @@ func FuzzCreateSession(f *testing.F) {
 		}
 		decodeErr := json.Unmarshal(body, &in)
 		wellFormed := len(body) <= httpapi.MaxBody && decodeErr == nil && in.UserID != nil && in.ReturnURL != nil &&
-			tablestore.ValidUserID(*in.UserID) == nil
+			connection.ValidUserID(*in.UserID) == nil
 		allowed := wellFormed && fx.srv.Flow.Allowlist.Allowed(*in.ReturnURL)
 		hintOK := in.LoginHint == nil || (len(*in.LoginHint) <= 320 && utf8.ValidString(*in.LoginHint) &&
 			!strings.ContainsFunc(*in.LoginHint, func(r rune) bool { return r < 0x20 || r == 0x7f }))
@@ -241,7 +240,7 @@ func FuzzCallback(f *testing.F) {
 		case q.Get("error") != "" || code == "":
 			reason = connectflow.ReasonServerError
 		case code == goodCode:
-			want = "connected"
+			want = "signed_in"
 		case code == consentCode:
 			reason = connectflow.ReasonConsentRequired
 		default:
@@ -250,8 +249,17 @@ func FuzzCallback(f *testing.F) {
 		if lq.Get("microsoft") != want || lq.Get("reason") != reason {
 			t.Fatalf("query %q: redirect %s, want microsoft=%s reason=%q", rawQuery, loc, want, reason)
 		}
-		if (fx.connections(t) == 1) != (want == "connected") {
-			t.Fatalf("query %q: %d connections stored after microsoft=%s", rawQuery, fx.connections(t), want)
+		// v2: the callback never connects; a sign-in becomes a pending
+		// connect the CMS completes, found by the hash of connect_code.
+		if n := fx.connections(t); n != 0 {
+			t.Fatalf("query %q: the callback stored %d connections", rawQuery, n)
+		}
+		if cc := lq.Get("connect_code"); (cc != "") != (want == "signed_in") {
+			t.Fatalf("query %q: redirect %s: connect_code present %t after microsoft=%s", rawQuery, loc, cc != "", want)
+		} else if cc != "" {
+			if p, err := fx.store.GetPending(context.Background(), connection.PendingConnect, hashOf(cc)); err != nil || p.UserID != "42" {
+				t.Fatalf("no pending connect for 42 behind connect_code: %v %v", p, err)
+			}
 		}
 		if c := stateCookie(t, rec); c.MaxAge >= 0 || c.Value != "" {
 			t.Fatalf("the used state's cookie is not cleared: %+v", c)
@@ -281,7 +289,7 @@ func FuzzUserIDPath(f *testing.F) {
 	f.Add("42", "../connections/42")
 	f.Fuzz(func(t *testing.T, id, raw string) {
 		fx := newFixture(t)
-		valid := tablestore.ValidUserID(id) == nil
+		valid := connection.ValidUserID(id) == nil
 		if valid {
 			_, err := fx.store.Create(context.Background(), connection.Connection{
 				UserID: id, Status: connection.StatusConnected, AccessToken: "secret-access-token", RefreshToken: "secret-refresh-token",

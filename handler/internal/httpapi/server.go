@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -70,42 +71,34 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/connections", s.cms(s.needs(storage, store, s.listConnections)))
 	mux.Handle("GET /api/connections/{user_id}", s.cms(s.needs(storage, store, s.getConnection)))
 	mux.Handle("DELETE /api/connections/{user_id}", s.cms(s.needs(storage, store, s.deleteConnection)))
+	mux.Handle("POST /api/connections/{user_id}/complete", s.cms(s.needs(storage, flow, s.complete)))
 	mux.Handle("POST /api/connections/{user_id}/token", s.cms(s.needs(append(ms, config.AreaRefresh), tok, s.token)))
 	mux.Handle("POST /refresh", s.needs(append(ms, config.AreaRefresh), refresh != nil, refresh))
 
-	// Anything else under /api is a JSON 404, not the mux's text.
+	// Anything else under /api is a JSON 404, not the mux's text; except a
+	// user route whose {user_id} the mux could not route (the segment %2F
+	// unescapes to "/", which the mux takes for a path separator): that id
+	// is invalid, and the contract answers an invalid id 400 on every route.
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		if badUserSegment(r.URL.EscapedPath()) {
+			writeJSONError(w, http.StatusBadRequest, "invalid_request", userIDRule)
+			return
+		}
 		writeJSONError(w, http.StatusNotFound, "not_found", "no such route")
 	})
-	return s.logged(recoverer(s.Log, slashUserID(mux)))
+	return s.logged(recoverer(s.Log, mux))
 }
 
-// slashUserID routes the one user_id ServeMux cannot: "/" on its own. Its
-// path segment %2F unescapes to "/", which the mux takes for a trailing
-// slash and never gives to a {user_id} wildcard, so GET and DELETE
-// /api/connections/%2F and POST /api/connections/%2F/token would be 404s
-// for a valid user. The mux still picks the handler and pattern (for a
-// stand-in segment); only the path value is set here.
-func slashUserID(mux *http.ServeMux) http.Handler {
-	const prefix = "/api/connections/%2F"
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p := r.URL.EscapedPath()
-		if len(p) < len(prefix) || !strings.EqualFold(p[:len(prefix)], prefix) {
-			mux.ServeHTTP(w, r)
-			return
-		}
-		rest := p[len(prefix):]
-		if rest != "" && rest != "/token" {
-			mux.ServeHTTP(w, r)
-			return
-		}
-		probe := r.Clone(r.Context())
-		probe.URL.Path, probe.URL.RawPath = "/api/connections/-"+rest, ""
-		h, pattern := mux.Handler(probe)
-		r.Pattern = pattern
-		r.SetPathValue("user_id", "/")
-		h.ServeHTTP(w, r)
-	})
+// badUserSegment reports a path below /api/connections/ whose first
+// segment, unescaped, is not a valid user_id.
+func badUserSegment(escapedPath string) bool {
+	const prefix = "/api/connections/"
+	if len(escapedPath) < len(prefix) || !strings.EqualFold(escapedPath[:len(prefix)], prefix) {
+		return false
+	}
+	seg, _, _ := strings.Cut(escapedPath[len(prefix):], "/")
+	id, err := url.PathUnescape(seg)
+	return err != nil || connection.ValidUserID(id) != nil
 }
 
 // needs answers 503 not_configured while a setting the route depends on is

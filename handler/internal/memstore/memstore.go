@@ -77,7 +77,7 @@ func (s *Store) nextETag() string {
 // Get returns a copy of the connection, or an error wrapping
 // connection.ErrNotFound.
 func (s *Store) Get(_ context.Context, userID string) (connection.Connection, error) {
-	if err := tablestore.ValidUserID(userID); err != nil {
+	if err := connection.ValidUserID(userID); err != nil {
 		return connection.Connection{}, fmt.Errorf("memstore: get: %w", err)
 	}
 	s.mu.Lock()
@@ -142,7 +142,7 @@ func (s *Store) Update(_ context.Context, c connection.Connection) (connection.C
 
 // Delete removes the connection; nil if there was none.
 func (s *Store) Delete(_ context.Context, userID string) error {
-	if err := tablestore.ValidUserID(userID); err != nil {
+	if err := connection.ValidUserID(userID); err != nil {
 		return fmt.Errorf("memstore: delete: %w", err)
 	}
 	s.mu.Lock()
@@ -236,7 +236,7 @@ func (s *Store) PutPending(_ context.Context, p connection.Pending) error {
 	if err := tablestore.ValidPendingKey(p.Kind, p.ID); err != nil {
 		return fmt.Errorf("memstore: put pending: %w", err)
 	}
-	if err := tablestore.ValidUserID(p.UserID); err != nil {
+	if err := connection.ValidUserID(p.UserID); err != nil {
 		return fmt.Errorf("memstore: put pending: %w", err)
 	}
 	if p.ExpiresAt.IsZero() {
@@ -253,6 +253,7 @@ func (s *Store) PutPending(_ context.Context, p connection.Pending) error {
 	}
 	p.ETag = s.nextETag()
 	p.CreatedAt, p.ExpiresAt = stored(p.CreatedAt), stored(p.ExpiresAt)
+	p.Grant = storedGrant(p.Kind, p.Grant)
 	s.pending[k] = p
 	return nil
 }
@@ -268,6 +269,7 @@ func (s *Store) GetPending(_ context.Context, kind connection.PendingKind, id st
 	if !ok {
 		return connection.Pending{}, fmt.Errorf("memstore: get pending: %w", connection.ErrNotFound)
 	}
+	p.Grant.Scopes = slices.Clone(p.Grant.Scopes)
 	return p, nil
 }
 
@@ -297,6 +299,42 @@ func (s *Store) MarkUsed(_ context.Context, p connection.Pending) error {
 	cur.ETag = s.nextETag()
 	s.pending[k] = cur
 	return nil
+}
+
+// DeletePending removes the entry if its ETag still equals p.ETag: of
+// racing callers holding the same read exactly one wins.
+func (s *Store) DeletePending(_ context.Context, p connection.Pending) error {
+	if err := tablestore.ValidPendingKey(p.Kind, p.ID); err != nil {
+		return fmt.Errorf("memstore: delete pending: %w", err)
+	}
+	if p.ETag == "" {
+		return fmt.Errorf("memstore: delete pending: %w: pending entry has no etag", connection.ErrConflict)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := pendingKey{p.Kind, p.ID}
+	cur, ok := s.pending[k]
+	switch {
+	case !ok:
+		return fmt.Errorf("memstore: delete pending: %w", connection.ErrNotFound)
+	case cur.ETag != p.ETag:
+		return fmt.Errorf("memstore: delete pending: %w: etag changed", connection.ErrConflict)
+	}
+	delete(s.pending, k)
+	return nil
+}
+
+// storedGrant is what tablestore reads back: only a pending connect keeps
+// its grant; times at storage precision, empty scopes nil, nothing shared.
+func storedGrant(kind connection.PendingKind, g connection.Grant) connection.Grant {
+	if kind != connection.PendingConnect {
+		return connection.Grant{}
+	}
+	g.ExpiresAt = stored(g.ExpiresAt)
+	if g.Scopes = strings.Fields(strings.Join(g.Scopes, " ")); len(g.Scopes) == 0 {
+		g.Scopes = nil
+	}
+	return g
 }
 
 // DeleteExpired removes the entries that expired before t.

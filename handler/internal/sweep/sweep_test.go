@@ -149,3 +149,28 @@ func TestSweepDeletesExpiredSessions(t *testing.T) {
 		t.Errorf("the live session was deleted: %v", err)
 	}
 }
+
+// A signed-in result nobody completed goes with the same clean-up: its
+// sealed tokens do not outlive the code's 10 minutes by more than a sweep.
+func TestSweepDeletesExpiredPendingConnects(t *testing.T) {
+	store := memstore.New(memstore.Options{})
+	ctx := context.Background()
+	for i, exp := range []time.Time{t0.Add(-time.Second), t0.Add(time.Minute)} {
+		p := connection.Pending{Kind: connection.PendingConnect, ID: fmt.Sprintf("%064x", i+1), UserID: "u",
+			Grant:     connection.Grant{AccessToken: "at", RefreshToken: "rt", ExpiresAt: t0.Add(time.Hour)},
+			CreatedAt: exp.Add(-10 * time.Minute), ExpiresAt: exp}
+		if err := store.PutPending(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sum, err := newSweeper(store, &fakeTokens{seen: map[string]int{}}, func() time.Time { return t0 }).Run(ctx)
+	if err != nil || sum.SessionsDeleted != 1 {
+		t.Errorf("pending entries deleted = %d (%v), want 1", sum.SessionsDeleted, err)
+	}
+	if _, err := store.GetPending(ctx, connection.PendingConnect, fmt.Sprintf("%064x", 1)); !errors.Is(err, connection.ErrNotFound) {
+		t.Errorf("the expired pending connect survived the sweep: %v", err)
+	}
+	if _, err := store.GetPending(ctx, connection.PendingConnect, fmt.Sprintf("%064x", 2)); err != nil {
+		t.Errorf("the live pending connect was deleted: %v", err)
+	}
+}

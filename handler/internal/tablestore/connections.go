@@ -76,13 +76,13 @@ func (s *Store) Peek(ctx context.Context, userID string) (connection.Connection,
 }
 
 func (s *Store) get(ctx context.Context, op, userID string, tokens bool) (connection.Connection, error) {
-	if err := ValidUserID(userID); err != nil {
+	if err := connection.ValidUserID(userID); err != nil {
 		return connection.Connection{}, fmt.Errorf("tablestore: %s: %w", op, err)
 	}
 	if err := s.ready(ctx, op); err != nil {
 		return connection.Connection{}, err
 	}
-	resp, err := s.conns.GetEntity(ctx, EncodeKey(userID), rowMicrosoft, nil)
+	resp, err := s.conns.GetEntity(ctx, partitionKey(userID), rowMicrosoft, nil)
 	if err != nil {
 		return connection.Connection{}, fmt.Errorf("tablestore: %s: %w", op, mapError(err))
 	}
@@ -155,13 +155,13 @@ func (s *Store) Update(ctx context.Context, c connection.Connection) (connection
 // Delete removes the user's connection, unconditionally; nil if there was
 // none.
 func (s *Store) Delete(ctx context.Context, userID string) error {
-	if err := ValidUserID(userID); err != nil {
+	if err := connection.ValidUserID(userID); err != nil {
 		return fmt.Errorf("tablestore: delete: %w", err)
 	}
 	if err := s.ready(ctx, "delete"); err != nil {
 		return err
 	}
-	if _, err := s.conns.DeleteEntity(ctx, EncodeKey(userID), rowMicrosoft, nil); err != nil && !isNotFound(err) {
+	if _, err := s.conns.DeleteEntity(ctx, partitionKey(userID), rowMicrosoft, nil); err != nil && !isNotFound(err) {
 		return fmt.Errorf("tablestore: delete: %w", err)
 	}
 	return nil
@@ -236,9 +236,9 @@ func (s *Store) List(ctx context.Context, q connection.ListQuery) (connection.Pa
 var ErrInvalidConnection = errors.New("invalid connection")
 
 // ValidConnection refuses what no valid row can hold: an invalid user_id
-// (wrapping ErrInvalidUserID) or an unknown status (ErrInvalidConnection).
+// (wrapping connection.ErrInvalidUserID) or an unknown status (ErrInvalidConnection).
 func ValidConnection(c connection.Connection) error {
-	if err := ValidUserID(c.UserID); err != nil {
+	if err := connection.ValidUserID(c.UserID); err != nil {
 		return err
 	}
 	if !c.Status.Valid() {
@@ -264,7 +264,7 @@ func ValidListQuery(q connection.ListQuery) error {
 }
 
 func (s *Store) encodeConnection(ctx context.Context, c connection.Connection) ([]byte, error) {
-	pk := EncodeKey(c.UserID)
+	pk := partitionKey(c.UserID)
 	props := map[string]any{
 		colUserID:      c.UserID,
 		colStatus:      string(c.Status),
@@ -361,9 +361,11 @@ func (s *Store) decodeConnection(ctx context.Context, e rawEntity, withTokens bo
 	if err != nil {
 		return c, fmt.Errorf("row %s: %w", pk, err)
 	}
-	if EncodeKey(c.UserID) != pk {
-		// The key is derived from the user_id; a mismatch means a row
-		// written by hand or by another program. Refuse to guess.
+	if c.UserID != pk || connection.ValidUserID(c.UserID) != nil {
+		// The key is the user_id; a mismatch means a row written by hand,
+		// by another program, or by v1 under its escaped keys (a v1 row of
+		// "a/b" has the key "a~2Fb", a valid v2 id of someone else). Refuse
+		// to guess rather than hand one user's tokens to another.
 		return c, fmt.Errorf("row %s: column %s %q does not match the partition key", pk, colUserID, c.UserID)
 	}
 	c.Status = connection.Status(status)

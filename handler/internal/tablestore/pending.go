@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -13,7 +14,10 @@ import (
 )
 
 // Columns of the connectsessions table. PartitionKey is Pending.ID (the hex
-// SHA-256 of the bearer token), RowKey the kind ("session" or "state").
+// SHA-256 of the bearer token), RowKey the kind ("session", "state",
+// "notice" or "connect"). A pending connect also uses the connections
+// table's account, scope and token columns; its tokens are sealed like a
+// connection's, with this row's keys as additional data.
 const (
 	colReturnURL      = "ReturnURL"
 	colLoginHint      = "LoginHint"
@@ -25,21 +29,25 @@ const (
 	// colUserID and colKeyVersion are shared with the connections table.
 )
 
-// pendingAAD is the additional data sealing a pending entry's PKCE
-// verifier: "connectsessions|<PartitionKey>|<RowKey>|Verifier".
-func pendingAAD(id string, kind connection.PendingKind) []byte {
-	return []byte("connectsessions|" + id + "|" + string(kind) + "|Verifier")
+// pendingAAD is the additional data sealing a pending entry's field:
+// "connectsessions|<PartitionKey>|<RowKey>|<field>", field "Verifier" for
+// the PKCE verifier, the sealed column's name for a pending connect's
+// tokens. A sealed value copied to another entry or field does not open.
+func pendingAAD(id string, kind connection.PendingKind, field string) []byte {
+	return []byte("connectsessions|" + id + "|" + string(kind) + "|" + field)
 }
 
 // ErrInvalidPending: a pending entry (or its key) that cannot be stored.
 var ErrInvalidPending = errors.New("invalid pending entry")
 
-// ValidPendingKey accepts the two kinds and an ID that is a lower-case hex
+// ValidPendingKey accepts the known kinds and an ID that is a lower-case hex
 // SHA-256, the only IDs connectflow makes: anything else is a bug upstream,
 // and refusing it keeps arbitrary text out of the table's keys. Errors wrap
 // ErrInvalidPending.
 func ValidPendingKey(kind connection.PendingKind, id string) error {
-	if kind != connection.PendingSession && kind != connection.PendingState && kind != connection.PendingNotice {
+	switch kind {
+	case connection.PendingSession, connection.PendingState, connection.PendingNotice, connection.PendingConnect:
+	default:
 		return fmt.Errorf("%w: unknown kind %q", ErrInvalidPending, kind)
 	}
 	if len(id) != 64 {
@@ -60,7 +68,7 @@ func (s *Store) PutPending(ctx context.Context, p connection.Pending) error {
 	if err := ValidPendingKey(p.Kind, p.ID); err != nil {
 		return fmt.Errorf("tablestore: put pending: %w", err)
 	}
-	if err := ValidUserID(p.UserID); err != nil {
+	if err := connection.ValidUserID(p.UserID); err != nil {
 		return fmt.Errorf("tablestore: put pending: %w", err)
 	}
 	if p.ExpiresAt.IsZero() {
@@ -81,12 +89,27 @@ func (s *Store) PutPending(ctx context.Context, p connection.Pending) error {
 	}
 	setTime(props, colCreatedAt, p.CreatedAt)
 	setTime(props, colExpiresAt, p.ExpiresAt)
-	if p.Verifier != "" {
-		sealed, version, err := s.seal(ctx, p.Verifier, pendingAAD(p.ID, p.Kind))
-		if err != nil {
-			return fmt.Errorf("tablestore: put pending: %s: %w", colVerifierSealed, err)
+	if g := p.Grant; p.Kind == connection.PendingConnect {
+		props[colAccountID] = g.Account.ID
+		props[colTenantID] = g.Account.TenantID
+		props[colEmail] = g.Account.Email
+		props[colDisplayName] = g.Account.DisplayName
+		props[colScopes] = strings.Join(g.Scopes, " ")
+		setTime(props, colAccessTokenExpiresAt, g.ExpiresAt)
+	}
+	for _, f := range []struct{ col, field, value string }{
+		{colVerifierSealed, "Verifier", p.Verifier},
+		{colAccessTokenSealed, colAccessTokenSealed, p.Grant.AccessToken},
+		{colRefreshTokenSealed, colRefreshTokenSealed, p.Grant.RefreshToken},
+	} {
+		if f.value == "" {
+			continue
 		}
-		props[colVerifierSealed] = sealed
+		sealed, version, err := s.seal(ctx, f.value, pendingAAD(p.ID, p.Kind, f.field))
+		if err != nil {
+			return fmt.Errorf("tablestore: put pending: %s: %w", f.col, err)
+		}
+		props[f.col] = sealed
 		props[colKeyVersion] = version
 	}
 	body, err := marshalEntity(p.ID, string(p.Kind), props)
@@ -138,7 +161,25 @@ func (s *Store) GetPending(ctx context.Context, kind connection.PendingKind, id 
 		p.Used, err = e.bool(colUsed)
 	}
 	if err == nil {
-		p.Verifier, err = s.open(ctx, e, colVerifierSealed, pendingAAD(id, kind))
+		p.Verifier, err = s.open(ctx, e, colVerifierSealed, pendingAAD(id, kind, "Verifier"))
+	}
+	if kind == connection.PendingConnect {
+		var scopes string
+		str(colAccountID, &p.Grant.Account.ID)
+		str(colTenantID, &p.Grant.Account.TenantID)
+		str(colEmail, &p.Grant.Account.Email)
+		str(colDisplayName, &p.Grant.Account.DisplayName)
+		str(colScopes, &scopes)
+		tm(colAccessTokenExpiresAt, &p.Grant.ExpiresAt)
+		if p.Grant.Scopes = strings.Fields(scopes); len(p.Grant.Scopes) == 0 {
+			p.Grant.Scopes = nil
+		}
+		if err == nil {
+			p.Grant.AccessToken, err = s.open(ctx, e, colAccessTokenSealed, pendingAAD(id, kind, colAccessTokenSealed))
+		}
+		if err == nil {
+			p.Grant.RefreshToken, err = s.open(ctx, e, colRefreshTokenSealed, pendingAAD(id, kind, colRefreshTokenSealed))
+		}
 	}
 	if err != nil {
 		return connection.Pending{}, fmt.Errorf("tablestore: get pending: %w", err)
@@ -172,6 +213,30 @@ func (s *Store) MarkUsed(ctx context.Context, p connection.Pending) error {
 	etag := azcore.ETag(p.ETag)
 	if _, err := s.pending.UpdateEntity(ctx, body, &aztables.UpdateEntityOptions{IfMatch: &etag, UpdateMode: aztables.UpdateModeMerge}); err != nil {
 		return fmt.Errorf("tablestore: mark used: %w", mapError(err))
+	}
+	return nil
+}
+
+// DeletePending deletes the entry if its ETag still equals p.ETag: of any
+// number of racing callers holding the same read, exactly one succeeds;
+// the others get an error wrapping connection.ErrConflict (412) or
+// connection.ErrNotFound (the winner's delete landed first). It is how a
+// pending connect is spent: the sealed tokens leave the table with the row,
+// so a spent code cannot be replayed even by someone holding the key.
+func (s *Store) DeletePending(ctx context.Context, p connection.Pending) error {
+	if err := ValidPendingKey(p.Kind, p.ID); err != nil {
+		return fmt.Errorf("tablestore: delete pending: %w", err)
+	}
+	if p.ETag == "" {
+		// An unconditional delete would let two callers both "win".
+		return fmt.Errorf("tablestore: delete pending: %w: pending entry has no etag", connection.ErrConflict)
+	}
+	if err := s.ready(ctx, "delete pending"); err != nil {
+		return err
+	}
+	etag := azcore.ETag(p.ETag)
+	if _, err := s.pending.DeleteEntity(ctx, p.ID, string(p.Kind), &aztables.DeleteEntityOptions{IfMatch: &etag}); err != nil {
+		return fmt.Errorf("tablestore: delete pending: %w", mapError(err))
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -176,7 +177,7 @@ func TestNothingSecretIsStoredInClear(t *testing.T) {
 	f := newFixture(t, tablestore.Options{})
 	ctx := t.Context()
 	secrets := map[string]string{}
-	for i, id := range []string{"42", "a/b", "ünï"} {
+	for i, id := range []string{"42", "a.b~c", "ada@contoso.com"} {
 		c := connection.Connection{
 			UserID: id, Status: connection.StatusConnected,
 			AccessToken:  fmt.Sprintf("AT-plain-%d-eyJ0eXAiOiJKV1QifQ", i),
@@ -215,12 +216,31 @@ func TestNothingSecretIsStoredInClear(t *testing.T) {
 		}
 	}
 
+	// A pending connect: the signed-in result waiting for the CMS. Its
+	// tokens are sealed like a connection's; its connect code is stored
+	// only as the SHA-256 that is its key.
+	connectCode := "CONNECT-CODE-plain-Mx9vQ2wLk7RzT4pN8sYb3HcJ6dFgA1eU5"
+	pc := connection.Pending{
+		Kind: connection.PendingConnect, ID: storetest.PendingID(connectCode), UserID: "42",
+		Grant: connection.Grant{
+			AccessToken: "AT-pending-plain-eyJ0eXAiOiJKV1QifQ", RefreshToken: "RT-pending-plain-0.AXoAxyz",
+			Account: connection.Account{ID: "oid", TenantID: "tid", Email: "ada@contoso.com"}, Scopes: []string{"User.Read"},
+		},
+		ExpiresAt: time.Now().Add(time.Hour),
+	}
+	secrets["connect code"] = connectCode
+	secrets["pending access token"] = pc.Grant.AccessToken
+	secrets["pending refresh token"] = pc.Grant.RefreshToken
+	if err := f.store.PutPending(ctx, pc); err != nil {
+		t.Fatal(err)
+	}
+
 	var all []map[string]any
 	for _, c := range []*aztables.Client{f.conns, f.pending} {
 		all = append(all, rawEntities(t, c)...)
 	}
-	if len(all) != 5 {
-		t.Fatalf("%d raw entities, want 5", len(all))
+	if len(all) != 6 {
+		t.Fatalf("%d raw entities, want 6", len(all))
 	}
 	for _, e := range all {
 		for prop, v := range e {
@@ -240,9 +260,13 @@ func TestNothingSecretIsStoredInClear(t *testing.T) {
 		}
 	}
 	// The secrets are really there, sealed: Get gives them back.
-	c, err := f.store.Get(ctx, "a/b")
-	if err != nil || c.RefreshToken != secrets["refresh token a/b"] || c.AccessToken != secrets["updated access token a/b"] {
-		t.Errorf("Get(a/b) = tokens (%q, %q), %v", c.AccessToken, c.RefreshToken, err)
+	c, err := f.store.Get(ctx, "a.b~c")
+	if err != nil || c.RefreshToken != secrets["refresh token a.b~c"] || c.AccessToken != secrets["updated access token a.b~c"] {
+		t.Errorf("Get(a.b~c) = tokens (%q, %q), %v", c.AccessToken, c.RefreshToken, err)
+	}
+	got, err := f.store.GetPending(ctx, connection.PendingConnect, pc.ID)
+	if err != nil || got.Grant.AccessToken != pc.Grant.AccessToken || got.Grant.RefreshToken != pc.Grant.RefreshToken {
+		t.Errorf("GetPending(connect) = tokens ok (%t, %t), %v", got.Grant.AccessToken == pc.Grant.AccessToken, got.Grant.RefreshToken == pc.Grant.RefreshToken, err)
 	}
 }
 
@@ -262,7 +286,7 @@ func TestConnectionEntitySchema(t *testing.T) {
 	f := newFixture(t, tablestore.Options{})
 	at := time.Date(2026, 11, 26, 0, 55, 0, 0, time.UTC)
 	c := connection.Connection{
-		UserID: "u/1", Status: connection.StatusReconnectRequired,
+		UserID: "u~1@x.y", Status: connection.StatusReconnectRequired,
 		Account:     connection.Account{ID: "oid", TenantID: "tid", Email: "ada@contoso.com", DisplayName: "Ada"},
 		Scopes:      []string{"User.Read", "Files.ReadWrite.All", "offline_access"},
 		AccessToken: "at", RefreshToken: "rt",
@@ -272,9 +296,10 @@ func TestConnectionEntitySchema(t *testing.T) {
 	if _, err := f.store.Create(t.Context(), c); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := f.conns.GetEntity(t.Context(), "u~2F1", "microsoft", nil)
+	// The PartitionKey is the user_id as it is (v2 ids need no encoding).
+	resp, err := f.conns.GetEntity(t.Context(), "u~1@x.y", "microsoft", nil)
 	if err != nil {
-		t.Fatalf("raw GetEntity with PartitionKey u~2F1: %v", err)
+		t.Fatalf("raw GetEntity with PartitionKey u~1@x.y: %v", err)
 	}
 	var e map[string]any
 	if err := json.Unmarshal(resp.Value, &e); err != nil {
@@ -297,7 +322,7 @@ func TestConnectionEntitySchema(t *testing.T) {
 		t.Errorf("columns = %q\nwant %q", gotKeys, slices.Sorted(slices.Values(wantKeys)))
 	}
 	for col, want := range map[string]string{
-		"PartitionKey": "u~2F1", "RowKey": "microsoft", "UserID": "u/1", "Status": "reconnect_required",
+		"PartitionKey": "u~1@x.y", "RowKey": "microsoft", "UserID": "u~1@x.y", "Status": "reconnect_required",
 		"AccountID": "oid", "TenantID": "tid", "Email": "ada@contoso.com", "DisplayName": "Ada",
 		"Scopes": "User.Read Files.ReadWrite.All offline_access", "LastErrorCode": "invalid_grant",
 		"KeyVersion": "k1", "AccessTokenExpiresAt": "2026-11-26T00:55:00Z", "LastErrorAt": "2026-11-26T00:55:00Z",
@@ -352,6 +377,46 @@ func TestPendingEntitySchema(t *testing.T) {
 	}
 	if v, _ := props["VerifierSealed"].(string); !strings.HasPrefix(v, "v1.k1.") {
 		t.Errorf("VerifierSealed = %.12q..., want sealed", v)
+	}
+}
+
+func TestPendingConnectEntitySchema(t *testing.T) {
+	f := newFixture(t, tablestore.Options{})
+	id := storetest.PendingID("code")
+	at := time.Date(2026, 11, 26, 0, 55, 0, 0, time.UTC)
+	p := connection.Pending{
+		Kind: connection.PendingConnect, ID: id, UserID: "42",
+		Grant: connection.Grant{AccessToken: "at", RefreshToken: "rt", ExpiresAt: at, Scopes: []string{"User.Read", "offline_access"},
+			Account: connection.Account{ID: "oid", TenantID: "tid", Email: "ada@contoso.com", DisplayName: "Ada"}},
+		CreatedAt: at.Add(-time.Hour), ExpiresAt: at.Add(-50 * time.Minute),
+	}
+	if err := f.store.PutPending(t.Context(), p); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := f.pending.GetEntity(t.Context(), id, "connect", nil)
+	if err != nil {
+		t.Fatalf("raw GetEntity(%s, connect): %v", id, err)
+	}
+	var e map[string]any
+	if err := json.Unmarshal(resp.Value, &e); err != nil {
+		t.Fatal(err)
+	}
+	props := plainProps(e)
+	want := []string{"AccessTokenExpiresAt", "AccessTokenSealed", "AccountID", "BrowserHash", "CreatedAt", "DisplayName", "Email", "ExpiresAt", "KeyVersion",
+		"LoginHint", "PartitionKey", "RefreshTokenSealed", "ReturnURL", "RowKey", "Scopes", "TenantID", "Used", "UserID"}
+	got := slices.Sorted(maps.Keys(props))
+	if !slices.Equal(got, want) {
+		t.Errorf("columns = %q\nwant %q", got, want)
+	}
+	for col, want := range map[string]string{"UserID": "42", "AccountID": "oid", "TenantID": "tid", "Email": "ada@contoso.com", "Scopes": "User.Read offline_access", "KeyVersion": "k1"} {
+		if got := fmt.Sprint(props[col]); got != want {
+			t.Errorf("column %s = %q, want %q", col, got, want)
+		}
+	}
+	for _, col := range []string{"AccessTokenSealed", "RefreshTokenSealed"} {
+		if v, _ := props[col].(string); !strings.HasPrefix(v, "v1.k1.") {
+			t.Errorf("column %s = %.12q..., want sealed with key k1", col, v)
+		}
 	}
 }
 
@@ -426,6 +491,37 @@ func TestSealedValuesAreBoundToTheirRow(t *testing.T) {
 	}
 	if p, err := f.store.GetPending(ctx, connection.PendingState, ids[1]); !errors.Is(err, sealing.ErrOpen) {
 		t.Errorf("GetPending with another state's sealed verifier = verifier ok %t, %v; want sealing.ErrOpen", p.Verifier != "", err)
+	}
+
+	// A pending connect's tokens are bound to its entry: M's sealed
+	// result copied into V's pending connect does not open.
+	codes := []string{storetest.PendingID("code-m"), storetest.PendingID("code-v")}
+	for _, id := range codes {
+		p := connection.Pending{Kind: connection.PendingConnect, ID: id, UserID: "u" + id[:4], ExpiresAt: time.Now().Add(time.Hour),
+			Grant: connection.Grant{AccessToken: "at-" + id, RefreshToken: "rt-" + id}}
+		if err := f.store.PutPending(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rawConnect := func(id string) map[string]any {
+		resp, err := f.pending.GetEntity(ctx, id, "connect", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e map[string]any
+		if err := json.Unmarshal(resp.Value, &e); err != nil {
+			t.Fatal(err)
+		}
+		return plainProps(e)
+	}
+	v := rawConnect(codes[1])
+	v["RefreshTokenSealed"] = rawConnect(codes[0])["RefreshTokenSealed"]
+	b, _ = json.Marshal(v)
+	if _, err := f.pending.UpsertEntity(ctx, b, &aztables.UpsertEntityOptions{UpdateMode: aztables.UpdateModeReplace}); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := f.store.GetPending(ctx, connection.PendingConnect, codes[1]); !errors.Is(err, sealing.ErrOpen) {
+		t.Errorf("GetPending with another connect's sealed refresh token = token ok %t, %v; want sealing.ErrOpen", p.Grant.RefreshToken != "", err)
 	}
 }
 
@@ -733,9 +829,10 @@ func TestListFillsPagesFromShortServicePages(t *testing.T) {
 	}
 }
 
-// The partition key is derived from the user_id column; a row where they
-// disagree (edited by hand, written by another program) is refused rather
-// than served under either name.
+// The partition key is the user_id column; a row where they disagree
+// (edited by hand, written by another program, or a v1 row under its
+// escaped key: "a/b" was stored as "a~2Fb", now a valid id of its own) is
+// refused rather than served under either name.
 func TestRowWithMismatchedUserIDIsRefused(t *testing.T) {
 	f := newFixture(t, tablestore.Options{})
 	if err := f.store.EnsureTables(t.Context()); err != nil {
@@ -750,6 +847,13 @@ func TestRowWithMismatchedUserIDIsRefused(t *testing.T) {
 	}
 	if p, err := f.store.List(t.Context(), connection.ListQuery{Limit: 10}); err == nil {
 		t.Errorf("List with a row naming mallory under alice's key = %v, want an error", p.Connections)
+	}
+	b, _ = json.Marshal(map[string]any{"PartitionKey": "a~2Fb", "RowKey": "microsoft", "UserID": "a/b", "Status": "connected"})
+	if _, err := f.conns.AddEntity(t.Context(), b, nil); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := f.store.Get(t.Context(), "a~2Fb"); err == nil || errors.Is(err, connection.ErrNotFound) {
+		t.Errorf("Get(a~2Fb) of v1's row of a/b = %v, %v; want an error", c, err)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -64,9 +65,12 @@ func TestSecretlessExchangeAndRefresh(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if loc := resp.Header.Get("Location"); !strings.Contains(loc, "microsoft=connected") {
-		t.Fatalf("callback sent the browser to %q", loc)
+	back, _ := url.Parse(resp.Header.Get("Location"))
+	if back == nil || back.Query().Get("microsoft") != "signed_in" {
+		t.Fatalf("callback sent the browser to %q", resp.Header.Get("Location"))
 	}
+	// v2: the CMS completes the connect for its logged-in user.
+	call(t, s, http.MethodPost, "/api/connections/mi/complete", `{"connect_code":"`+back.Query().Get("connect_code")+`"}`)
 	if n := s.IDP.ManagedIdentityRequests(); n == 0 {
 		t.Fatal("the managed identity endpoint was never asked: the exchange did not use an assertion")
 	}
