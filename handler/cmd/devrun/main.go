@@ -71,14 +71,16 @@ func run() error {
   Connector (handler):      %s
   Logs (JSON lines):        %s
 
-  Try it: Connect -> pick an account on the sign-in page -> back to "Connected";
-  Fetch token; Call Graph /me; revoke the account on the stand-in's admin page,
+  Try it: log in as mara -> Connect -> pick an account on the sign-in page ->
+  back on the demo, which completes the connect for mara -> "Connected"; Fetch token; Call Graph /me; revoke the account on the stand-in's admin page,
   then Fetch token again to see reconnect_required (the stand-in's tokens last
   5 minutes, inside the connector's refresh margin, so every fetch refreshes).
+  The leaked-link attack: as mara, "Create a connect link", switch to victor, open
+  the link and sign in: nothing is connected for either (docs/cms-integration.md).
 
   The CMS API key for your own curl calls (this run only):
     export CMS_API_KEY=%s
-    curl -s -H "Authorization: Bearer $CMS_API_KEY" %s/api/connections/42
+    curl -s -H "Authorization: Bearer $CMS_API_KEY" %s/api/connections/mara
 
   Press Ctrl-C to stop everything.
 `, s.CMSURL, adminURL(s), s.HandlerURL, *logsPath, s.CMSKey, s.HandlerURL)
