@@ -65,20 +65,24 @@ func (s *Server) Handler() http.Handler {
 		refresh = s.Refresh.ServeHTTP
 	}
 	mux.Handle("POST /api/connect-sessions", s.cms(s.needs(append(ms, config.AreaReturnURLs), flow, s.createSession)))
-	mux.Handle("GET /api/connect", s.browser(s.needs(ms, flow, s.connect)))
-	mux.Handle("GET /api/callback", s.browser(s.needs(ms, flow, s.callback)))
-	mux.Handle("GET /api/connections", s.cms(s.needs(storage, store, s.listConnections)))
+	mux.Handle("GET /api/connect", s.browser(singleValued(connectParams, s.needs(ms, flow, s.connect))))
+	mux.Handle("GET /api/callback", s.browser(singleValued(callbackParams, s.needs(ms, flow, s.callback))))
+	mux.Handle("GET /api/connections", s.cms(singleValued(listParams, s.needs(storage, store, s.listConnections))))
 	mux.Handle("GET /api/connections/{user_id}", s.cms(s.needs(storage, store, s.getConnection)))
 	mux.Handle("DELETE /api/connections/{user_id}", s.cms(s.needs(storage, store, s.deleteConnection)))
 	mux.Handle("POST /api/connections/{user_id}/token", s.cms(s.needs(append(ms, config.AreaRefresh), tok, s.token)))
 	mux.Handle("POST /refresh", s.needs(append(ms, config.AreaRefresh), refresh != nil, refresh))
 
-	// Anything else under /api is a JSON 404, not the mux's text.
-	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSONError(w, http.StatusNotFound, "not_found", "no such route")
-	})
-	return s.logged(recoverer(s.Log, slashUserID(mux)))
+	// Anything else, on any path, is the contract's JSON 404 or 405.
+	return s.logged(recoverer(s.Log, slashUserID(mux, routeFallbacks(mux))))
 }
+
+// The query parameters each route reads (see singleValued).
+var (
+	connectParams  = []queryParam{{name: "session", opaque: true}}
+	callbackParams = []queryParam{{name: "code"}, {name: "state", opaque: true}, {name: "error"}, {name: "error_description"}}
+	listParams     = []queryParam{{name: "status"}, {name: "limit"}, {name: "cursor", opaque: true}}
+)
 
 // slashUserID routes the one user_id ServeMux cannot: "/" on its own. Its
 // path segment %2F unescapes to "/", which the mux takes for a trailing
@@ -86,22 +90,26 @@ func (s *Server) Handler() http.Handler {
 // /api/connections/%2F and POST /api/connections/%2F/token would be 404s
 // for a valid user. The mux still picks the handler and pattern (for a
 // stand-in segment); only the path value is set here.
-func slashUserID(mux *http.ServeMux) http.Handler {
+func slashUserID(mux *http.ServeMux, next http.Handler) http.Handler {
 	const prefix = "/api/connections/%2F"
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.EscapedPath()
 		if len(p) < len(prefix) || !strings.EqualFold(p[:len(prefix)], prefix) {
-			mux.ServeHTTP(w, r)
+			next.ServeHTTP(w, r)
 			return
 		}
 		rest := p[len(prefix):]
 		if rest != "" && rest != "/token" {
-			mux.ServeHTTP(w, r)
+			next.ServeHTTP(w, r)
 			return
 		}
 		probe := r.Clone(r.Context())
 		probe.URL.Path, probe.URL.RawPath = "/api/connections/-"+rest, ""
 		h, pattern := mux.Handler(probe)
+		if pattern == "" {
+			next.ServeHTTP(w, probe) // what any other user gets: 404 or 405
+			return
+		}
 		r.Pattern = pattern
 		r.SetPathValue("user_id", "/")
 		h.ServeHTTP(w, r)
