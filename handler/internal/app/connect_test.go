@@ -278,6 +278,12 @@ func TestConnectSessionValidation(t *testing.T) {
 }
 
 func TestOddUserIDs(t *testing.T) {
+	if viaHost != nil {
+		// Through the host, x#y?z reaches user x, back\slash another
+		// route and per%cent a malformed id: why contract v2 restricts
+		// user_id. Issue 11 replaces these v1 ids with v2 ones.
+		t.Skip("v1 user_ids do not survive the Functions host's rewriting (contract v2, user_id)")
+	}
 	s := start(t, nil)
 	for _, id := range []string{"a/b", "x#y?z", `back\slash`, "ünïcødé 日本", "per%cent", "quote'd", "/leading", "trailing/", "a//b", strings.Repeat("é", 128)} {
 		t.Run(id, func(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -42,10 +43,17 @@ func startWith(t *testing.T, expiresIn time.Duration, hc *http.Client, settings 
 	if err != nil {
 		t.Fatal(err)
 	}
+	mode := "direct"
+	if viaHost != nil {
+		mode = "via-host"
+		host := strings.TrimPrefix(s.HandlerURL, "http://")
+		viaHost.Forward(host)
+		t.Cleanup(func() { viaHost.Stop(host) })
+	}
 	t.Cleanup(func() {
 		s.Stop()
 		if t.Failed() {
-			t.Logf("logs:\n%s", logs.String())
+			t.Logf("transport: %s (%s)\nlogs:\n%s", mode, transportEnv, logs.String())
 		}
 	})
 	return &stack{Stack: s, logs: logs}
