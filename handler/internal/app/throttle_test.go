@@ -128,4 +128,10 @@ func TestLoopDetectionPausesOnlyThatConnection(t *testing.T) {
 	if got := s.IDP.TokenRequests("refresh_token") - refreshes; got != 1 {
 		t.Errorf("sweep sent %d refreshes, want 1 (C)", got)
 	}
+
+	// Connecting again replaces the paused grant: the new one is not paused.
+	s.connect(t, "loop-d", "ada@contoso.com")
+	if until := s.stored(t, "loop-d").ThrottledUntil; !until.IsZero() {
+		t.Errorf("D connected again but is still paused until %v", until)
+	}
 }
