@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -48,6 +49,9 @@ func TestMain(m *testing.M) {
 		noRedirect.Transport = viaHost
 	case "":
 		code := azurite.RunTests(m)
+		if listingOrFuzzing() {
+			os.Exit(code) // nothing to run twice (make fuzz reads -list's output)
+		}
 		if again := runAgain("via-host"); again != 0 {
 			code = again
 		}
@@ -57,6 +61,17 @@ func TestMain(m *testing.M) {
 		os.Exit(2)
 	}
 	os.Exit(azurite.RunTests(m))
+}
+
+// listingOrFuzzing: the binary ran with -test.list or -test.fuzz (read
+// after m.Run, which parses the flags).
+func listingOrFuzzing() bool {
+	for _, name := range []string{"test.list", "test.fuzz"} {
+		if f := flag.Lookup(name); f != nil && f.Value.String() != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // runAgain runs this test binary once more, with the same flags, in the
