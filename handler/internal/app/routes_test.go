@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/megdocs/msconnector/handler/internal/hosttest"
 )
 
 // TestWhatTheHostLetsThrough: the paths and queries the Functions host
@@ -52,5 +54,25 @@ func TestWhatTheHostLetsThrough(t *testing.T) {
 	// The user's connection is untouched by all of it.
 	if r := s.cms(t, http.MethodGet, "/api/connections/routes-u1", nil); r.status != http.StatusOK || r.json(t)["status"] != "connected" {
 		t.Errorf("routes-u1 afterwards: %d %s", r.status, r.body)
+	}
+}
+
+// TestTransportModeIsInForce: in via-host mode the stack's requests really
+// go through the host model (a path no function matches never reaches the
+// handler); directly, the handler answers it.
+func TestTransportModeIsInForce(t *testing.T) {
+	s := start(t, nil)
+	b := newBrowser(t)
+	for name, r := range map[string]response{
+		"cms":     s.cms(t, http.MethodGet, "/favicon.ico", nil),
+		"browser": do(t, b.Client, http.MethodGet, s.HandlerURL+"/favicon.ico", "", nil),
+	} {
+		host := r.header.Get(hosttest.HostNotFoundHeader) != ""
+		switch {
+		case viaHost != nil && (!host || r.status != http.StatusNotFound):
+			t.Errorf("%s via the host: %d %s, want the host's own 404", name, r.status, r.body)
+		case viaHost == nil && (host || r.status != http.StatusNotFound || r.errorCode(t) != "not_found"):
+			t.Errorf("%s directly: %d %s, want the handler's 404 not_found", name, r.status, r.body)
+		}
 	}
 }
