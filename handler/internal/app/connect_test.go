@@ -332,6 +332,13 @@ func TestRejectedUserIDs(t *testing.T) {
 			if r.status != http.StatusBadRequest || r.errorCode(t) != "invalid_request" {
 				t.Errorf("connect-sessions for %q: %d %s", id, r.status, r.body)
 			}
+			if viaHost != nil {
+				// The host decodes these paths before the handler sees
+				// them (x%3Fy reaches it as user x): what the handler
+				// rejects is proved in the direct run; the rule exists so
+				// that a CMS never sends such an id.
+				return
+			}
 			seg := url.PathEscape(id)
 			if id == "." || id == ".." {
 				seg = strings.Repeat("%2E", len(id)) // a literal dot segment is cleaned away by any client

@@ -4,20 +4,101 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"os"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/megdocs/msconnector/handler/internal/azurite"
 	"github.com/megdocs/msconnector/handler/internal/devstack"
+	"github.com/megdocs/msconnector/handler/internal/hosttest"
 	"github.com/megdocs/msconnector/handler/internal/logtest"
 )
 
-func TestMain(m *testing.M) { os.Exit(azurite.RunTests(m)) }
+// transportEnv selects how these contract tests reach the handler:
+// "direct", "via-host" (through hosttest's model of the Functions host,
+// which rewrites each request as the host does before forwarding it), or
+// unset for both: the binary runs every test directly, then runs itself
+// again via the host. Every test that starts a stack is covered both ways.
+const transportEnv = "APP_TEST_TRANSPORT"
+
+// viaHost is the host model while the tests run via the host, else nil.
+var viaHost *hosttest.Transport
+
+func TestMain(m *testing.M) {
+	switch mode := os.Getenv(transportEnv); mode {
+	case "direct":
+	case "via-host":
+		fns, err := hosttest.LoadFunctions("../../../functions")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		// noRedirect, every browser and every request made with do()
+		// now go through the host model; it rewrites only requests to
+		// a stack's handler (startWith) and passes the rest.
+		viaHost = &hosttest.Transport{Base: http.DefaultTransport, Functions: fns}
+		noRedirect.Transport = viaHost
+	case "":
+		code := azurite.RunTests(m)
+		if listingOrFuzzing() {
+			os.Exit(code) // nothing to run twice (make fuzz reads -list's output)
+		}
+		if again := runAgain("via-host"); again != 0 {
+			code = again
+		}
+		os.Exit(code)
+	default:
+		fmt.Fprintf(os.Stderr, "%s=%q: want direct, via-host or nothing (both)\n", transportEnv, mode)
+		os.Exit(2)
+	}
+	os.Exit(azurite.RunTests(m))
+}
+
+// listingOrFuzzing: the binary ran with -test.list or -test.fuzz (read
+// after m.Run, which parses the flags).
+func listingOrFuzzing() bool {
+	for _, name := range []string{"test.list", "test.fuzz"} {
+		if f := flag.Lookup(name); f != nil && f.Value.String() != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// runAgain runs this test binary once more, with the same flags, in the
+// given transport mode, and returns its exit code.
+func runAgain(mode string) int {
+	var args []string
+	for _, a := range os.Args[1:] {
+		// Files the go command reads back once per binary run.
+		if strings.HasPrefix(a, "-test.testlogfile") || strings.HasPrefix(a, "-test.coverprofile") {
+			continue
+		}
+		args = append(args, a)
+	}
+	fmt.Printf("=== %s=%s: the same tests again, through the host's rewriting\n", transportEnv, mode)
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), transportEnv+"="+mode)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode()
+		}
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
 
 type stack struct {
 	*devstack.Stack
@@ -70,6 +151,11 @@ func do(t *testing.T, c *http.Client, method, u, key string, body []byte) respon
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
+	if viaHost != nil && c.Transport == nil {
+		cc := *c
+		cc.Transport = viaHost
+		c = &cc
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -115,7 +201,7 @@ type browser struct {
 func newBrowser(t *testing.T) browser {
 	t.Helper()
 	jar, _ := cookiejar.New(nil)
-	return browser{&http.Client{Jar: jar, Timeout: 30 * time.Second, CheckRedirect: noRedirect.CheckRedirect}}
+	return browser{&http.Client{Jar: jar, Timeout: 30 * time.Second, CheckRedirect: noRedirect.CheckRedirect, Transport: noRedirect.Transport}}
 }
 
 // begin opens the connect link and returns Microsoft's authorize URL.

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -42,10 +43,17 @@ func startWith(t *testing.T, expiresIn time.Duration, hc *http.Client, settings 
 	if err != nil {
 		t.Fatal(err)
 	}
+	mode := "direct"
+	if viaHost != nil {
+		mode = "via-host"
+		host := strings.TrimPrefix(s.HandlerURL, "http://")
+		viaHost.Forward(host)
+		t.Cleanup(func() { viaHost.Stop(host) })
+	}
 	t.Cleanup(func() {
 		s.Stop()
 		if t.Failed() {
-			t.Logf("logs:\n%s", logs.String())
+			t.Logf("transport: %s (%s)\nlogs:\n%s", mode, transportEnv, logs.String())
 		}
 	})
 	return &stack{Stack: s, logs: logs}
@@ -85,28 +93,29 @@ func TestErrorClassesThroughTheTokenAPI(t *testing.T) {
 		wantCode   string
 		wantState  string
 		retryAfter string // "" any, else exact
-		// pauses: the instance stops calling the token endpoint for a
-		// while (throttling), so the case needs a stack of its own.
-		pauses bool
+		// pauses: throttling stops calls to the token endpoint for a
+		// while (the instance's when instance, else the user's), so the
+		// case needs a stack of its own.
+		pauses, instance bool
 	}{
 		{"invalid_grant 700082 (inactivity)", func() {
 			s.IDP.FailNext(1, devidp.OAuthError(400, "invalid_grant", 700082, "The refresh token has expired due to inactivity.").WithSuberror("bad_token"))
-		}, 409, "reconnect_required", "reconnect_required", "", false},
+		}, 409, "reconnect_required", "reconnect_required", "", false, false},
 		{"interaction_required 50076 (MFA)", func() {
 			s.IDP.FailNext(1, devidp.OAuthError(400, "interaction_required", 50076, "Due to a configuration change made by your administrator, you must use multi-factor authentication."))
-		}, 409, "reconnect_required", "reconnect_required", "", false},
+		}, 409, "reconnect_required", "reconnect_required", "", false, false},
 		{"invalid_grant 50196 (loop detected = throttling)", func() {
 			s.IDP.FailNext(1, devidp.OAuthError(400, "invalid_grant", 50196, "The server terminated an operation because it encountered a client request loop."))
-		}, 503, "temporarily_unavailable", "connected", "", true},
+		}, 503, "temporarily_unavailable", "connected", "", true, false},
 		{"invalid_client 7000215 twice (wrong secret, re-read and retried once)", func() {
 			bad := devidp.OAuthError(401, "invalid_client", 7000215, "Invalid client secret provided.")
 			s.IDP.FailNext(2, bad)
-		}, 503, "not_configured", "connected", "", false},
+		}, 503, "not_configured", "connected", "", false, false},
 		{"500", func() {
 			s.IDP.FailNext(1, devidp.Response{Status: 500, Body: []byte("<html>oops</html>")})
-		}, 503, "temporarily_unavailable", "connected", "", false},
-		{"timeout", func() { s.IDP.SetLatency(1500 * time.Millisecond) }, 503, "temporarily_unavailable", "connected", "", false},
-		{"429 with Retry-After", func() { s.IDP.FailNext(1, devidp.Throttled(7*time.Second)) }, 503, "temporarily_unavailable", "connected", "7", true},
+		}, 503, "temporarily_unavailable", "connected", "", false, false},
+		{"timeout", func() { s.IDP.SetLatency(1500 * time.Millisecond) }, 503, "temporarily_unavailable", "connected", "", false, false},
+		{"429 with Retry-After", func() { s.IDP.FailNext(1, devidp.Throttled(7*time.Second)) }, 503, "temporarily_unavailable", "connected", "7", true, true},
 	}
 	shared := s
 	for i, tc := range cases {
@@ -146,13 +155,18 @@ func TestErrorClassesThroughTheTokenAPI(t *testing.T) {
 				}
 			}
 			if tc.pauses {
-				// Every call to the token endpoint pauses, not just this one.
+				// A 429 pauses every refresh of the instance; AADSTS50196
+				// only this user's (throttle_test.go has the details).
 				n := s.IDP.TokenRequests("refresh_token")
-				if r := s.token(t, other); r.status != 503 {
-					t.Errorf("another user during the pause: %d %s", r.status, r.body)
+				if r := s.token(t, user); r.status != 503 {
+					t.Errorf("the same user during the pause: %d %s", r.status, r.body)
 				}
 				if got := s.IDP.TokenRequests("refresh_token"); got != n {
-					t.Errorf("%d token requests during the pause, want 0", got-n)
+					t.Errorf("%d token requests for the paused user, want 0", got-n)
+				}
+				r := s.token(t, other)
+				if tc.instance && r.status != 503 || !tc.instance && r.status != 200 {
+					t.Errorf("another user during the pause: %d %s", r.status, r.body)
 				}
 				if len(s.logs.Events("throttled")) == 0 {
 					t.Error("no throttled log line")

@@ -66,6 +66,12 @@ type Connection struct {
 	// pre-refreshes only recently used connections.
 	LastUsedAt time.Time
 	LastError  *LastError
+	// ThrottledUntil pauses this connection's refreshes until then, on
+	// every instance and in the sweep: Microsoft answered AADSTS50196 (its
+	// loop detection for one user and app). Zero when not paused. It is
+	// stored in the row, like everything else, with an ETag-conditional
+	// write.
+	ThrottledUntil time.Time
 
 	// ETag is the store's opaque version of this row; every update is
 	// conditional on it. Empty for a connection not yet stored.
@@ -80,6 +86,15 @@ func (c Connection) String() string {
 	return fmt.Sprintf("connection{user_id:%q status:%s account:%s tenant:%s access_token:%t refresh_token:%t expires:%s etag:%q}",
 		c.UserID, c.Status, c.Account.ID, c.Account.TenantID, c.AccessToken != "", c.RefreshToken != "",
 		c.AccessTokenExpiresAt.UTC().Format(time.RFC3339), c.ETag)
+}
+
+// PausedFor is what remains of the connection's throttling pause at now;
+// 0 when it is not paused.
+func (c Connection) PausedFor(now time.Time) time.Duration {
+	if d := c.ThrottledUntil.Sub(now); d > 0 {
+		return d
+	}
+	return 0
 }
 
 // GoString keeps %#v from printing tokens too.

@@ -86,3 +86,39 @@ func RetryAfterOf(err error) (time.Duration, bool) {
 	}
 	return 0, false
 }
+
+// ErrPaused: a refresh was not sent because a throttling pause covers it
+// (this connection's or this instance's). Errors wrapping it carry the
+// remaining pause as their RetryAfter.
+var ErrPaused = errors.New("refresh paused while Microsoft throttles")
+
+// ThrottleScope is what a throttling answer from Microsoft pauses
+// (contract "Throttling").
+type ThrottleScope int
+
+const (
+	// ThrottleNone: not a throttling answer.
+	ThrottleNone ThrottleScope = iota
+	// ThrottleConnection: AADSTS50196, Microsoft's loop detection for one
+	// user and app: pause that one connection's refreshes.
+	ThrottleConnection
+	// ThrottleInstance: HTTP 429 throttles the app: pause this instance's
+	// refreshes (timer and token API), never a person's code exchange.
+	ThrottleInstance
+)
+
+// ThrottledError is implemented by adapter errors that know whether they
+// are throttling and what they pause (msidentity's protocol error does).
+type ThrottledError interface {
+	error
+	ThrottleScope() ThrottleScope
+}
+
+// ThrottleScopeOf returns what err asks to pause; ThrottleNone when unknown.
+func ThrottleScopeOf(err error) ThrottleScope {
+	var te ThrottledError
+	if errors.As(err, &te) {
+		return te.ThrottleScope()
+	}
+	return ThrottleNone
+}

@@ -142,6 +142,13 @@ func FuzzConnectLink(f *testing.F) {
 
 		browserHeaders(t, rec)
 		q, _ := url.ParseQuery(rawQuery)
+		if repeated(q, "session") {
+			wantError(t, rec, http.StatusBadRequest, "invalid_request")
+			if fx.pendingUsed(t, connection.PendingSession, sessionToken) {
+				t.Fatalf("query %q used up the session", rawQuery)
+			}
+			return
+		}
 		if q.Get("session") != sessionToken {
 			wantPage(t, rec)
 			if fx.pendingUsed(t, connection.PendingSession, sessionToken) {
@@ -207,6 +214,13 @@ func FuzzCallback(f *testing.F) {
 
 		browserHeaders(t, rec)
 		q, _ := url.ParseQuery(rawQuery)
+		if repeated(q, "state") || len(q["code"]) > 1 || len(q["error"]) > 1 || len(q["error_description"]) > 1 {
+			wantError(t, rec, http.StatusBadRequest, "invalid_request")
+			if fx.pendingUsed(t, connection.PendingState, stateToken) || fx.connections(t) != 0 || fx.idp.exchanges != 0 {
+				t.Fatalf("query %q with a repeated parameter burnt the state, stored or exchanged", rawQuery)
+			}
+			return
+		}
 		c, err := req.Cookie(httpapi.StateCookie)
 		bound := q.Get("state") == stateToken && err == nil && c.Value == cookieValue
 		if !bound {
@@ -439,4 +453,10 @@ func pendingCount(t *testing.T, fx *fixture) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// repeated: the query repeats name, or gives it comma-joined as the
+// Functions host passes a repeated key (tokens have no comma).
+func repeated(q url.Values, name string) bool {
+	return len(q[name]) > 1 || len(q[name]) == 1 && strings.Contains(q[name][0], ",")
 }

@@ -66,27 +66,41 @@ func (s *Server) Handler() http.Handler {
 		refresh = s.Refresh.ServeHTTP
 	}
 	mux.Handle("POST /api/connect-sessions", s.cms(s.needs(append(ms, config.AreaReturnURLs), flow, s.createSession)))
-	mux.Handle("GET /api/connect", s.browser(s.needs(ms, flow, s.connect)))
-	mux.Handle("GET /api/callback", s.browser(s.needs(ms, flow, s.callback)))
-	mux.Handle("GET /api/connections", s.cms(s.needs(storage, store, s.listConnections)))
+	mux.Handle("GET /api/connect", s.browser(singleValued(connectParams, s.needs(ms, flow, s.connect))))
+	mux.Handle("GET /api/callback", s.browser(singleValued(callbackParams, s.needs(ms, flow, s.callback))))
+	mux.Handle("GET /api/connections", s.cms(singleValued(listParams, s.needs(storage, store, s.listConnections))))
 	mux.Handle("GET /api/connections/{user_id}", s.cms(s.needs(storage, store, s.getConnection)))
 	mux.Handle("DELETE /api/connections/{user_id}", s.cms(s.needs(storage, store, s.deleteConnection)))
 	mux.Handle("POST /api/connections/{user_id}/complete", s.cms(s.needs(storage, flow, s.complete)))
 	mux.Handle("POST /api/connections/{user_id}/token", s.cms(s.needs(append(ms, config.AreaRefresh), tok, s.token)))
 	mux.Handle("POST /refresh", s.needs(append(ms, config.AreaRefresh), refresh != nil, refresh))
 
-	// Anything else under /api is a JSON 404, not the mux's text; except a
-	// user route whose {user_id} the mux could not route (the segment %2F
-	// unescapes to "/", which the mux takes for a path separator): that id
-	// is invalid, and the contract answers an invalid id 400 on every route.
-	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+	// Anything else, on any path, is the contract's JSON 404 or 405;
+	// except a path below /api/connections/ whose {user_id} segment is not
+	// a valid id (the segment %2F unescapes to "/", which the mux takes
+	// for a path separator; "." and ".." it would clean away): the
+	// contract answers an invalid id 400 on every route that takes one.
+	return s.logged(recoverer(s.Log, rejectBadUserSegment(routeFallbacks(mux))))
+}
+
+// The query parameters each route reads (see singleValued).
+var (
+	connectParams  = []queryParam{{name: "session", opaque: true}}
+	callbackParams = []queryParam{{name: "code"}, {name: "state", opaque: true}, {name: "error"}, {name: "error_description"}}
+	listParams     = []queryParam{{name: "status"}, {name: "limit"}, {name: "cursor", opaque: true}}
+)
+
+// rejectBadUserSegment answers 400 invalid_request for a path below
+// /api/connections/ whose first segment, unescaped, is not a valid user_id,
+// before the mux can route, redirect or 404 it.
+func rejectBadUserSegment(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if badUserSegment(r.URL.EscapedPath()) {
 			writeJSONError(w, http.StatusBadRequest, "invalid_request", userIDRule)
 			return
 		}
-		writeJSONError(w, http.StatusNotFound, "not_found", "no such route")
+		next.ServeHTTP(w, r)
 	})
-	return s.logged(recoverer(s.Log, mux))
 }
 
 // badUserSegment reports a path below /api/connections/ whose first

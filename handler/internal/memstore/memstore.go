@@ -367,6 +367,7 @@ func normalize(c connection.Connection) connection.Connection {
 	c.ConnectedAt = stored(c.ConnectedAt)
 	c.LastRefreshedAt = stored(c.LastRefreshedAt)
 	c.LastUsedAt = stored(c.LastUsedAt)
+	c.ThrottledUntil = stored(c.ThrottledUntil)
 	c.Scopes = strings.Fields(strings.Join(c.Scopes, " "))
 	if len(c.Scopes) == 0 {
 		c.Scopes = nil

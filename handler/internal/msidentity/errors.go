@@ -18,9 +18,9 @@ import (
 // Microsoft's own codes (invalid_grant, invalid_client, ...) are passed
 // through unchanged.
 const (
-	// CodeThrottled: the call was not sent because Microsoft throttled this
-	// instance (429 or AADSTS50196) and the pause has not ended, or a 429
-	// came without Microsoft's error JSON.
+	// CodeThrottled: the refresh was not sent because a 429 paused this
+	// instance's refreshes and the pause has not ended, or a 429 came
+	// without Microsoft's error JSON.
 	CodeThrottled = "throttled"
 	// CodeNetworkError: no HTTP answer (connection refused or reset,
 	// timeout, cancelled context).
@@ -59,8 +59,9 @@ type Error struct {
 	// contain personal data: never log it.
 	Description string
 	// Delay is the pause Microsoft asked for (Retry-After, or this
-	// package's default for AADSTS50196), or what remains of the
-	// instance-wide pause for a call that was not sent. RetryAfter returns it.
+	// package's default for a 429 or AADSTS50196), or what remains of the
+	// instance's refresh pause for a refresh that was not sent (Err is then
+	// connection.ErrPaused). RetryAfter returns it.
 	Delay time.Duration
 	// Err is the underlying failure for network errors and unusable
 	// answers (nil for Microsoft's protocol errors).
@@ -74,7 +75,23 @@ type Error struct {
 var (
 	_ connection.ClassifiedError = (*Error)(nil)
 	_ connection.RetryAfterError = (*Error)(nil)
+	_ connection.ThrottledError  = (*Error)(nil)
 )
+
+// ThrottleScope is what this answer pauses: AADSTS50196 (loop detected for
+// one user and app) the connection, an HTTP 429 the instance's refreshes.
+// A call that was not sent because of a pause starts no new one.
+func (e *Error) ThrottleScope() connection.ThrottleScope {
+	switch {
+	case e.HTTPStatus == 0:
+		return connection.ThrottleNone
+	case e.HasErrorCode(aadstsLoopDetected):
+		return connection.ThrottleConnection
+	case e.HTTPStatus == http.StatusTooManyRequests:
+		return connection.ThrottleInstance
+	}
+	return connection.ThrottleNone
+}
 
 // Error names the call, the code, the AADSTS numbers and the trace ID:
 // enough to search Microsoft's docs and logs, nothing personal.

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -234,17 +235,18 @@ func TestNetworkFailuresAreTransient(t *testing.T) {
 	})
 }
 
-func TestThrottlePausesEveryTokenRequest(t *testing.T) {
+func TestA429PausesRefreshesButNeverTheCodeExchange(t *testing.T) {
 	tests := []struct {
 		name      string
-		status    int
 		header    string
 		body      string
+		exchange  bool // the 429 answers a code exchange, not a refresh
 		wantPause time.Duration
 	}{
-		{name: "429 Retry-After seconds", status: 429, header: "30", body: bodyTemporarily, wantPause: 30 * time.Second},
-		{name: "429 Retry-After HTTP date", status: 429, header: "Wed, 25 Nov 2026 23:30:45 GMT", body: "", wantPause: 45 * time.Second},
-		{name: "AADSTS50196 without Retry-After", status: 400, body: bodyInvalidGrant50196, wantPause: defaultThrottlePause},
+		{name: "429 Retry-After seconds", header: "30", body: bodyTemporarily, wantPause: 30 * time.Second},
+		{name: "429 Retry-After HTTP date", header: "Wed, 25 Nov 2026 23:30:45 GMT", body: "", wantPause: 45 * time.Second},
+		{name: "429 without Retry-After", body: bodyTemporarily, wantPause: defaultThrottlePause},
+		{name: "429 on a code exchange", header: "30", body: bodyTemporarily, exchange: true, wantPause: 30 * time.Second},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -258,7 +260,7 @@ func TestThrottlePausesEveryTokenRequest(t *testing.T) {
 					if tt.header != "" {
 						w.Header().Set("Retry-After", tt.header)
 					}
-					writeJSONBody(w, tt.status, []byte(tt.body))
+					writeJSONBody(w, 429, []byte(tt.body))
 					return
 				}
 				writeJSONBody(w, 200, tokenJSON(t, map[string]any{"id_token": jwtOf(t, goodClaims(srv.URL))}))
@@ -266,59 +268,125 @@ func TestThrottlePausesEveryTokenRequest(t *testing.T) {
 			logs := &logtest.Buffer{}
 			c := newTestClient(t, srv.URL, withClock(clk), withLogger(zerolog.New(logs)))
 
-			if _, err := c.Refresh(context.Background(), "rt"); connection.ClassOf(err) != connection.ClassTransient {
-				t.Fatalf("first Refresh = %v, want transient", err)
+			var err error
+			if tt.exchange {
+				_, err = c.Exchange(context.Background(), "code", "verifier")
+			} else {
+				_, err = c.Refresh(context.Background(), "rt")
+			}
+			if connection.ClassOf(err) != connection.ClassTransient || connection.ThrottleScopeOf(err) != connection.ThrottleInstance {
+				t.Fatalf("throttled call = %v, want transient with instance scope", err)
 			}
 			ev := logs.StrictEvents(t, "throttled")
-			if len(ev) != 1 || ev[0]["retry_after_s"] != tt.wantPause.Seconds() || ev[0]["level"] != "warn" {
-				t.Fatalf("throttled log events = %v, want one with retry_after_s %v", ev, tt.wantPause.Seconds())
-			}
-			if n := strings.Count(logs.String(), `"retry_after_s"`); n != 1 {
-				t.Errorf("retry_after_s appears %d times in %s", n, logs)
+			if len(ev) != 1 || ev[0]["retry_after_s"] != tt.wantPause.Seconds() || ev[0]["level"] != "warn" || ev[0]["user_id"] != nil {
+				t.Fatalf("throttled log events = %v, want one with retry_after_s %v and no user_id", ev, tt.wantPause.Seconds())
 			}
 
 			clk.Advance(10 * time.Second)
 			remaining := tt.wantPause - 10*time.Second
-			// Every caller, of either kind, fails fast without traffic.
+			// Every refresh fails fast without traffic; every code
+			// exchange is sent: a person is waiting for it.
 			var wg sync.WaitGroup
-			errs := make(chan error, 20)
+			refreshErrs := make(chan error, 10)
+			exchangeErrs := make(chan error, 10)
 			for i := range 20 {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					var err error
 					if i%2 == 0 {
-						_, err = c.Refresh(context.Background(), "rt")
+						_, err := c.Refresh(context.Background(), "rt")
+						refreshErrs <- err
 					} else {
-						_, err = c.Exchange(context.Background(), "code", "verifier")
+						_, err := c.Exchange(context.Background(), "code", "verifier")
+						exchangeErrs <- err
 					}
-					errs <- err
 				}()
 			}
 			wg.Wait()
-			close(errs)
-			for err := range errs {
+			close(refreshErrs)
+			close(exchangeErrs)
+			for err := range refreshErrs {
 				var e *Error
-				if !errors.As(err, &e) || e.Code != CodeThrottled || e.ErrorClass() != connection.ClassTransient || e.RetryAfter() != remaining {
-					t.Fatalf("call during the pause = %v, want throttled with %v remaining", err, remaining)
+				if !errors.As(err, &e) || e.Code != CodeThrottled || e.ErrorClass() != connection.ClassTransient || e.RetryAfter() != remaining || !errors.Is(err, connection.ErrPaused) {
+					t.Fatalf("refresh during the pause = %v, want throttled (ErrPaused) with %v remaining", err, remaining)
+				}
+				if connection.ThrottleScopeOf(err) != connection.ThrottleNone {
+					t.Errorf("a refresh held back by the pause starts a pause of its own: %v", err)
 				}
 			}
-			if n := srv.count.Load(); n != 1 {
-				t.Fatalf("requests during the pause = %d, want 1 (only the throttled one)", n)
+			for err := range exchangeErrs {
+				if err != nil {
+					t.Fatalf("code exchange during the pause = %v, want it sent and successful", err)
+				}
+			}
+			if n := srv.count.Load(); n != 11 {
+				t.Fatalf("requests during the pause = %d, want 11 (the throttled one and the 10 exchanges)", n)
 			}
 
 			clk.Advance(remaining)
-			if _, err := c.Exchange(context.Background(), "code", "verifier"); err != nil {
-				t.Fatalf("Exchange after the pause = %v", err)
-			}
 			if _, err := c.Refresh(context.Background(), "rt"); err != nil {
 				t.Fatalf("Refresh after the pause = %v", err)
 			}
-			if n := srv.count.Load(); n != 3 {
-				t.Errorf("requests = %d, want 3", n)
+			if n := srv.count.Load(); n != 12 {
+				t.Errorf("requests = %d, want 12", n)
 			}
 		})
 	}
+	t.Run("AADSTS50196 pauses nothing here: it concerns one connection", func(t *testing.T) {
+		var calls atomic.Int32
+		srv := newStandIn(t, func(w http.ResponseWriter, r *http.Request) {
+			if calls.Add(1) == 1 {
+				writeJSONBody(w, 400, []byte(bodyInvalidGrant50196))
+				return
+			}
+			writeJSONBody(w, 200, tokenJSON(t, nil))
+		})
+		logs := &logtest.Buffer{}
+		c := newTestClient(t, srv.URL, withLogger(zerolog.New(logs)))
+		_, err := c.Refresh(context.Background(), "rt-of-a")
+		if connection.ThrottleScopeOf(err) != connection.ThrottleConnection || connection.ClassOf(err) != connection.ClassTransient {
+			t.Fatalf("50196 = %v, want transient with connection scope", err)
+		}
+		if ra, _ := connection.RetryAfterOf(err); ra != defaultThrottlePause {
+			t.Errorf("50196 RetryAfter = %v, want the default %v", ra, defaultThrottlePause)
+		}
+		if errors.Is(err, connection.ErrPaused) {
+			t.Error("the 50196 answer itself says it was not sent")
+		}
+		// The next user's refresh goes out at once.
+		if _, err := c.Refresh(context.Background(), "rt-of-c"); err != nil {
+			t.Fatalf("another refresh after a 50196 = %v, want it sent", err)
+		}
+		if len(logs.Events("throttled")) != 0 {
+			t.Errorf("msidentity logged throttled without the user_id: %s", logs)
+		}
+	})
+	t.Run("AADSTS50196 with Retry-After keeps Microsoft's delay", func(t *testing.T) {
+		srv := newStandIn(t, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Retry-After", "17")
+			writeJSONBody(w, 400, []byte(bodyInvalidGrant50196))
+		})
+		c := newTestClient(t, srv.URL)
+		_, err := c.Refresh(context.Background(), "rt")
+		if ra, _ := connection.RetryAfterOf(err); ra != 17*time.Second || connection.ThrottleScopeOf(err) != connection.ThrottleConnection {
+			t.Errorf("50196 with Retry-After 17 = %v (RetryAfter %v)", err, ra)
+		}
+	})
+	t.Run("a 503 with Retry-After pauses nothing", func(t *testing.T) {
+		srv := newStandIn(t, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Retry-After", "30")
+			writeJSONBody(w, 503, []byte(bodyTemporarily))
+		})
+		c := newTestClient(t, srv.URL)
+		for range 2 {
+			if _, err := c.Refresh(context.Background(), "rt"); errors.Is(err, connection.ErrPaused) {
+				t.Fatalf("refresh after a 503 was held back: %v", err)
+			}
+		}
+		if n := srv.count.Load(); n != 2 {
+			t.Errorf("requests = %d, want 2", n)
+		}
+	})
 	t.Run("Retry-After 0 does not pause", func(t *testing.T) {
 		srv := newStandIn(t, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Retry-After", "0")

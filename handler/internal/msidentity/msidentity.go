@@ -4,7 +4,9 @@
 // and hides rotated tokens), the id_token's audience and issuer checks,
 // Graph /v1.0/me, Microsoft's error JSON parsed into a classified *Error,
 // the client credential (secret or managed-identity assertion, renewed once
-// on invalid_client) and an instance-wide pause while Microsoft throttles.
+// on invalid_client) and this instance's refresh pause after an HTTP 429.
+// AADSTS50196 pauses one connection: that pause is the caller's to keep
+// (package tokens stores it in the connection's row).
 //
 // It owns no storage and knows nothing of the HTTP API or of connections
 // beyond the domain types in package connection.
@@ -36,9 +38,9 @@ const (
 	DefaultTenant        = "common"
 )
 
-// defaultThrottlePause is how long the instance pauses token requests after
-// AADSTS50196 (or a 429) that came without a Retry-After: Microsoft's loop
-// detection counts identical requests over about a minute.
+// defaultThrottlePause is the pause after a 429 or an AADSTS50196 that came
+// without a Retry-After (contract "Throttling": default 60 s): Microsoft's
+// loop detection counts identical requests over about a minute.
 const defaultThrottlePause = time.Minute
 
 // Operation names, used in errors and logs.
@@ -121,7 +123,8 @@ type Client struct {
 	cred         ClientCredential
 	log          zerolog.Logger
 
-	// throttle pauses every token request of this Client.
+	// throttle pauses this Client's refreshes (never its code exchanges)
+	// after an HTTP 429.
 	throttleMu    sync.Mutex
 	throttleUntil time.Time
 
@@ -413,13 +416,14 @@ func (c *Client) do(req *http.Request) (int, http.Header, []byte, error) {
 }
 
 // tokenRequest runs one call to the token endpoint under the rules every
-// such call shares: fail fast while the instance is paused, apply the
-// credential, pause the instance when Microsoft throttles, and on
+// such call shares: a refresh fails fast while the instance is paused (a
+// code exchange never does: a person is waiting for it), apply the
+// credential, pause the instance's refreshes after a 429, and on
 // invalid_client renew the credential and send once more.
 func (c *Client) tokenRequest(ctx context.Context, op string, send func(context.Context, url.Values) (Tokens, error)) (Tokens, error) {
 	for attempt := 0; ; attempt++ {
-		if wait := c.paused(); wait > 0 {
-			return Tokens{}, &Error{Op: op, Code: CodeThrottled, Delay: wait}
+		if wait := c.paused(); wait > 0 && op == opRefresh {
+			return Tokens{}, &Error{Op: op, Code: CodeThrottled, Delay: wait, Err: connection.ErrPaused}
 		}
 		gen := c.credGen.Load()
 		cred := url.Values{}
@@ -464,26 +468,29 @@ func (c *Client) renew(ctx context.Context, gen uint64) error {
 	return nil
 }
 
-// paused returns what remains of the instance-wide pause.
+// paused returns what remains of the instance's refresh pause.
 func (c *Client) paused() time.Duration {
 	c.throttleMu.Lock()
 	defer c.throttleMu.Unlock()
 	return c.throttleUntil.Sub(c.now())
 }
 
-// observe starts (or extends) the instance-wide pause when e says
-// Microsoft throttles: a Retry-After on any failure (honoured for every
-// request to the token endpoint, not only the one that got it), a 429, or
-// AADSTS50196. e.Delay is set to the pause so callers see it too.
+// observe applies Microsoft's throttling to what it concerns (contract
+// "Throttling"). A 429, on any token request, starts (or extends) this
+// instance's refresh pause for its Retry-After (default 60 s) and logs
+// `throttled`. AADSTS50196 concerns one user's connection: it only gets
+// its Delay (default 60 s when Microsoft sent no Retry-After); the caller
+// pauses that connection and logs it with the user_id, which this package
+// does not know. Anything else pauses nothing.
 func (c *Client) observe(e *Error) {
-	throttled := e.HTTPStatus == http.StatusTooManyRequests || e.HasErrorCode(aadstsLoopDetected)
-	if !throttled && !e.retryAfterSent {
+	scope := e.ThrottleScope()
+	if scope == connection.ThrottleNone {
 		return
 	}
 	if !e.retryAfterSent {
 		e.Delay = defaultThrottlePause
 	}
-	if e.Delay <= 0 {
+	if scope != connection.ThrottleInstance || e.Delay <= 0 {
 		return
 	}
 	now := c.now()
@@ -494,7 +501,7 @@ func (c *Client) observe(e *Error) {
 	}
 	c.throttleMu.Unlock()
 	c.log.Warn().Str("event", "throttled").Float64("retry_after_s", e.Delay.Seconds()).EmbedObject(e).
-		Msg("Microsoft throttled the token endpoint; pausing every token request of this instance")
+		Msg("Microsoft throttled the app (HTTP 429); pausing this instance's refreshes (code exchanges still go through)")
 }
 
 // Me reads the signed-in user's Graph profile (GET {GraphURL}/v1.0/me).

@@ -177,6 +177,13 @@ func (s *Sweeper) list(ctx context.Context, sum *Summary, work chan<- string) er
 				continue
 			}
 			atomic.AddInt64(&sum.Due, 1)
+			if c.PausedFor(now) > 0 {
+				// Microsoft stopped a request loop for this user
+				// (AADSTS50196): its row says until when. The token
+				// service re-checks on its fresh read too.
+				atomic.AddInt64(&sum.Skipped, 1)
+				continue
+			}
 			select {
 			case work <- c.UserID:
 			case <-ctx.Done():

@@ -174,3 +174,35 @@ func TestSweepDeletesExpiredPendingConnects(t *testing.T) {
 		t.Errorf("the live pending connect was deleted: %v", err)
 	}
 }
+
+func TestSweepSkipsAPausedConnection(t *testing.T) {
+	store := memstore.New(memstore.Options{})
+	seed(t, store, 3, 0, 0)
+	// due-0001 met AADSTS50196 on some instance: its row says until when.
+	c, err := store.Get(context.Background(), "due-0001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ThrottledUntil = t0.Add(30 * time.Second)
+	if _, err := store.Update(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	ft := &fakeTokens{seen: map[string]int{}}
+	sum, err := newSweeper(store, ft, func() time.Time { return t0 }).Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Due != 3 || sum.Refreshed != 2 || sum.Skipped != 1 || sum.TransientFailures != 0 {
+		t.Errorf("summary = %+v, want 3 due, 2 refreshed, 1 skipped", sum)
+	}
+	if ft.seen["due-0001"] != 0 {
+		t.Error("the paused connection was handed to the token service")
+	}
+
+	// Once the pause is over it is refreshed like any other.
+	ft = &fakeTokens{seen: map[string]int{}}
+	sum, err = newSweeper(store, ft, func() time.Time { return t0.Add(31 * time.Second) }).Run(context.Background())
+	if err != nil || sum.Refreshed != 3 || ft.seen["due-0001"] != 1 {
+		t.Errorf("after the pause: %+v, %v, seen %v", sum, err, ft.seen)
+	}
+}

@@ -35,8 +35,11 @@ const (
 	colLastUsedAt           = "LastUsedAt"
 	colLastErrorCode        = "LastErrorCode"
 	colLastErrorAt          = "LastErrorAt"
-	colAccessTokenSealed    = "AccessTokenSealed"
-	colRefreshTokenSealed   = "RefreshTokenSealed"
+	// colThrottledUntil pauses the connection's refreshes (AADSTS50196):
+	// plain, so every instance and the sweep's listing see it.
+	colThrottledUntil     = "ThrottledUntil"
+	colAccessTokenSealed  = "AccessTokenSealed"
+	colRefreshTokenSealed = "RefreshTokenSealed"
 	// colKeyVersion is the token-encryption key version of the row's sealed
 	// columns, plain so an admin can find rows still on an old key. Open
 	// reads the version from the sealed text itself, never from here.
@@ -49,7 +52,7 @@ var listSelect = strings.Join([]string{
 	"PartitionKey", "RowKey",
 	colUserID, colStatus, colAccountID, colTenantID, colEmail, colDisplayName, colScopes,
 	colAccessTokenExpiresAt, colConnectedAt, colLastRefreshedAt, colLastUsedAt,
-	colLastErrorCode, colLastErrorAt,
+	colLastErrorCode, colLastErrorAt, colThrottledUntil,
 }, ",")
 
 // connectionAAD is the additional data sealing a connections column:
@@ -278,6 +281,7 @@ func (s *Store) encodeConnection(ctx context.Context, c connection.Connection) (
 	setTime(props, colConnectedAt, c.ConnectedAt)
 	setTime(props, colLastRefreshedAt, c.LastRefreshedAt)
 	setTime(props, colLastUsedAt, c.LastUsedAt)
+	setTime(props, colThrottledUntil, c.ThrottledUntil)
 	if c.LastError != nil {
 		props[colLastErrorCode] = c.LastError.Code
 		setTime(props, colLastErrorAt, c.LastError.At)
@@ -358,6 +362,7 @@ func (s *Store) decodeConnection(ctx context.Context, e rawEntity, withTokens bo
 	tm(colLastRefreshedAt, &c.LastRefreshedAt)
 	tm(colLastUsedAt, &c.LastUsedAt)
 	tm(colLastErrorAt, &lastErr.At)
+	tm(colThrottledUntil, &c.ThrottledUntil)
 	if err != nil {
 		return c, fmt.Errorf("row %s: %w", pk, err)
 	}

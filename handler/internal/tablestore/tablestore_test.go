@@ -292,6 +292,7 @@ func TestConnectionEntitySchema(t *testing.T) {
 		AccessToken: "at", RefreshToken: "rt",
 		AccessTokenExpiresAt: at, ConnectedAt: at.Add(-time.Hour), LastRefreshedAt: at.Add(-time.Minute),
 		LastUsedAt: at.Add(-time.Second), LastError: &connection.LastError{Code: "invalid_grant", At: at},
+		ThrottledUntil: at.Add(time.Minute),
 	}
 	if _, err := f.store.Create(t.Context(), c); err != nil {
 		t.Fatal(err)
@@ -308,7 +309,7 @@ func TestConnectionEntitySchema(t *testing.T) {
 	props := plainProps(e)
 	wantKeys := []string{
 		"PartitionKey", "RowKey", "UserID", "Status", "AccountID", "TenantID", "Email", "DisplayName", "Scopes",
-		"AccessTokenExpiresAt", "ConnectedAt", "LastRefreshedAt", "LastUsedAt", "LastErrorCode", "LastErrorAt",
+		"AccessTokenExpiresAt", "ConnectedAt", "LastRefreshedAt", "LastUsedAt", "LastErrorCode", "LastErrorAt", "ThrottledUntil",
 		"AccessTokenSealed", "RefreshTokenSealed", "KeyVersion",
 	}
 	gotKeys := slices.Sorted(func(yield func(string) bool) {
@@ -326,12 +327,13 @@ func TestConnectionEntitySchema(t *testing.T) {
 		"AccountID": "oid", "TenantID": "tid", "Email": "ada@contoso.com", "DisplayName": "Ada",
 		"Scopes": "User.Read Files.ReadWrite.All offline_access", "LastErrorCode": "invalid_grant",
 		"KeyVersion": "k1", "AccessTokenExpiresAt": "2026-11-26T00:55:00Z", "LastErrorAt": "2026-11-26T00:55:00Z",
+		"ThrottledUntil": "2026-11-26T00:56:00Z",
 	} {
 		if got := fmt.Sprint(props[col]); got != want && !(strings.HasSuffix(col, "At") && strings.TrimSuffix(got, ".0000000Z")+"Z" == want) {
 			t.Errorf("column %s = %q, want %q", col, got, want)
 		}
 	}
-	for _, col := range []string{"AccessTokenExpiresAt", "ConnectedAt", "LastRefreshedAt", "LastUsedAt", "LastErrorAt"} {
+	for _, col := range []string{"AccessTokenExpiresAt", "ConnectedAt", "LastRefreshedAt", "LastUsedAt", "LastErrorAt", "ThrottledUntil"} {
 		if typ := e[col+"@odata.type"]; typ != "Edm.DateTime" {
 			t.Errorf("column %s has type %v, want Edm.DateTime", col, typ)
 		}

@@ -6,7 +6,10 @@
 //     either adopts the winner's tokens or re-applies ours, so a rotated
 //     refresh token is never dropped;
 //   - Microsoft's failures are classified (connection.Class) and each class
-//     has exactly one outcome.
+//     has exactly one outcome;
+//   - AADSTS50196 pauses that one connection, in its row (ThrottledUntil),
+//     so every instance and the sweep hold back; a refresh is never sent
+//     while its connection is paused.
 //
 // It knows nothing of HTTP or Microsoft's wire format.
 package tokens
@@ -156,7 +159,9 @@ func (s *Service) RefreshIfDue(ctx context.Context, userID string) (Outcome, err
 	switch {
 	case err == nil:
 		return res.Outcome, nil
-	case errors.Is(err, ErrNotConnected):
+	case errors.Is(err, ErrNotConnected), errors.Is(err, connection.ErrPaused):
+		// Paused (this connection after AADSTS50196, or this instance
+		// after a 429): nothing was sent, so nothing failed.
 		return Skipped, nil
 	case errors.Is(err, ErrReconnectRequired):
 		return MarkedReconnect, nil
@@ -200,15 +205,19 @@ func (s *Service) refresh(ctx context.Context, userID string, due func(connectio
 	if c.Status == connection.StatusReconnectRequired {
 		return Result{}, ErrReconnectRequired
 	}
-	if !due(c, s.now()) {
+	now := s.now()
+	if !due(c, now) {
 		return Result{Outcome: Skipped, Conn: c}, nil // another instance did it
+	}
+	if wait := c.PausedFor(now); wait > 0 {
+		return Result{Outcome: Skipped, Conn: c}, &pausedError{wait: wait}
 	}
 	log := s.Log.With().Str("user_id", userID).Logger()
 	grant, err := s.Refresher.Refresh(ctx, c.RefreshToken)
 	if err != nil {
 		return s.failed(ctx, log, c, err)
 	}
-	now := s.now()
+	now = s.now()
 	for attempt := 0; ; attempt++ {
 		next := apply(c, grant, now, used)
 		saved, err := s.Store.Update(ctx, next)
@@ -262,6 +271,7 @@ func apply(c connection.Connection, g connection.Grant, now time.Time, used bool
 	}
 	c.LastRefreshedAt = now
 	c.LastError = nil
+	c.ThrottledUntil = time.Time{}
 	if used {
 		c.LastUsedAt = now
 	}
@@ -283,6 +293,9 @@ func (s *Service) failed(ctx context.Context, log zerolog.Logger, c connection.C
 		log.Error().Str("event", "refresh_failed").Str("class", class.String()).Str("code", code).Err(err).Msg("Microsoft rejected our app credentials or registration; no connection is blamed")
 		return Result{Outcome: ConfigurationFailure}, &ConfigurationError{Err: err}
 	default:
+		if connection.ThrottleScopeOf(err) == connection.ThrottleConnection {
+			err = &delayedError{err: err, wait: s.pause(ctx, log, c, err)}
+		}
 		ev := log.Warn().Str("event", "refresh_failed").Str("class", class.String()).Str("code", code).Err(err)
 		if ra, ok := connection.RetryAfterOf(err); ok {
 			ev = ev.Float64("retry_after_s", ra.Seconds())
@@ -291,6 +304,75 @@ func (s *Service) failed(ctx context.Context, log zerolog.Logger, c connection.C
 		return Result{Outcome: TransientFailure}, fmt.Errorf("tokens: refresh: %w", err)
 	}
 }
+
+// pause stores the pause AADSTS50196 asks for in the connection's row
+// (ThrottledUntil), conditional on the ETag, and logs `throttled` with the
+// user_id. A lost race re-reads: if the row now holds other tokens (another
+// instance refreshed, or the user reconnected), that newer grant is not
+// the one Microsoft's loop detection stopped, so it is left unpaused.
+// A pause that cannot be stored is logged; the next call then meets
+// Microsoft's refusal again and tries to store it again.
+func (s *Service) pause(ctx context.Context, log zerolog.Logger, c connection.Connection, err error) time.Duration {
+	wait, ok := connection.RetryAfterOf(err)
+	if !ok {
+		wait = DefaultThrottlePause
+	}
+	until := s.now().Add(wait)
+	log.Warn().Str("event", "throttled").Float64("retry_after_s", wait.Seconds()).Str("code", connection.CodeOf(err, "throttled")).
+		Time("throttled_until", until).Msg("Microsoft detected a request loop for this user (AADSTS50196); pausing this connection's refreshes")
+	for attempt := 0; attempt < 5; attempt++ {
+		if !until.After(c.ThrottledUntil) {
+			return wait // already paused at least this long
+		}
+		next := c
+		next.ThrottledUntil = until
+		_, uerr := s.Store.Update(ctx, next)
+		if uerr == nil || errors.Is(uerr, connection.ErrNotFound) {
+			return wait
+		}
+		if !errors.Is(uerr, connection.ErrConflict) {
+			log.Error().Str("event", "throttle_store_failed").Err(uerr).Msg("could not store the connection's throttling pause")
+			return wait
+		}
+		cur, gerr := s.Store.Get(ctx, c.UserID)
+		if gerr != nil {
+			if !errors.Is(gerr, connection.ErrNotFound) {
+				log.Error().Str("event", "throttle_store_failed").Err(gerr).Msg("could not re-read the connection to store its throttling pause")
+			}
+			return wait
+		}
+		if cur.RefreshToken != c.RefreshToken || !cur.ConnectedAt.Equal(c.ConnectedAt) || cur.Status != c.Status {
+			return wait
+		}
+		c = cur // only bookkeeping changed: pause the fresh row
+	}
+	log.Error().Str("event", "throttle_store_failed").Msg("could not store the connection's throttling pause: the row kept changing")
+	return wait
+}
+
+// DefaultThrottlePause is a connection's pause after AADSTS50196 when
+// Microsoft gave no Retry-After (contract "Throttling": 60 s).
+const DefaultThrottlePause = time.Minute
+
+// delayedError is a refresh that met AADSTS50196: its RetryAfter is the
+// connection's pause, so the token API's Retry-After matches it.
+type delayedError struct {
+	err  error
+	wait time.Duration
+}
+
+func (e *delayedError) Error() string             { return e.err.Error() }
+func (e *delayedError) Unwrap() error             { return e.err }
+func (e *delayedError) RetryAfter() time.Duration { return e.wait }
+
+// pausedError: the refresh was not sent because the connection is paused.
+type pausedError struct{ wait time.Duration }
+
+func (e *pausedError) Error() string {
+	return fmt.Sprintf("tokens: connection paused for %s: %v", e.wait, connection.ErrPaused)
+}
+func (e *pausedError) Unwrap() error             { return connection.ErrPaused }
+func (e *pausedError) RetryAfter() time.Duration { return e.wait }
 
 // markReconnect sets reconnect_required, conditional on the ETag. If the row
 // changed meanwhile (the user reconnected, another instance refreshed with a

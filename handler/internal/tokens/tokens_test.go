@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/megdocs/msconnector/handler/internal/connection"
+	"github.com/megdocs/msconnector/handler/internal/logtest"
 	"github.com/megdocs/msconnector/handler/internal/memstore"
 )
 
@@ -22,12 +23,23 @@ type msErr struct {
 	class connection.Class
 	code  string
 	after time.Duration
+	scope connection.ThrottleScope
+	err   error
 }
 
 func (e *msErr) Error() string                { return "ms: " + e.code }
 func (e *msErr) ErrorClass() connection.Class { return e.class }
 func (e *msErr) ErrorCode() string            { return e.code }
 func (e *msErr) RetryAfter() time.Duration    { return e.after }
+func (e *msErr) Unwrap() error                { return e.err }
+func (e *msErr) ThrottleScope() connection.ThrottleScope {
+	return e.scope
+}
+
+// loop is AADSTS50196 as msidentity reports it.
+func loop(after time.Duration) *msErr {
+	return &msErr{class: connection.ClassTransient, code: "invalid_grant", after: after, scope: connection.ThrottleConnection}
+}
 
 type fakeRefresher struct {
 	calls  atomic.Int64
@@ -316,5 +328,141 @@ func TestUsageIsRecordedAtMostEveryGranularity(t *testing.T) {
 	f.svc.Wait()
 	if f.get(t).ETag != etag {
 		t.Error("a second token read within the granularity wrote to the store")
+	}
+}
+
+func TestLoopDetectedPausesThatConnectionInItsRow(t *testing.T) {
+	f := newFixture(t, 2*time.Minute) // due for the token API, still valid
+	logs := &logtest.Buffer{}
+	f.svc.Log = zerolog.New(logs)
+	f.ref.err = loop(10 * time.Minute)
+
+	// The call that meets AADSTS50196 answers with the stored token.
+	tok, err := f.svc.Token(context.Background(), "u1")
+	if err != nil || tok.AccessToken != "at-old" {
+		t.Fatalf("Token = %q, %v; want the stored at-old", tok.AccessToken, err)
+	}
+	c := f.get(t)
+	if !c.ThrottledUntil.Equal(t0.Add(10*time.Minute)) || c.Status != connection.StatusConnected || c.RefreshToken != "rt-old" {
+		t.Fatalf("row after 50196 = %v, ThrottledUntil %v; want connected and paused until %v", c, c.ThrottledUntil, t0.Add(10*time.Minute))
+	}
+	ev := logs.StrictEvents(t, "throttled")
+	if len(ev) != 1 || ev[0]["user_id"] != "u1" || ev[0]["retry_after_s"] != 600.0 {
+		t.Fatalf("throttled lines = %v, want one with user_id u1 and retry_after_s 600", ev)
+	}
+
+	// While paused: no call to Microsoft; the stored token while valid ...
+	f.ref.err = nil
+	if tok, err := f.svc.Token(context.Background(), "u1"); err != nil || tok.AccessToken != "at-old" {
+		t.Fatalf("Token during the pause = %q, %v", tok.AccessToken, err)
+	}
+	// ... then 503 with what remains of the pause.
+	f.now = t0.Add(3 * time.Minute)
+	_, err = f.svc.Token(context.Background(), "u1")
+	var ue *UnavailableError
+	if !errors.As(err, &ue) || ue.RetryAfter != 7*time.Minute {
+		t.Fatalf("Token during the pause with an expired token = %v, want unavailable for 7m", err)
+	}
+	// The sweep's entry skips it.
+	f.svc.Policy.MaxAge = time.Minute // due for the sweep too
+	if out, err := f.svc.RefreshIfDue(context.Background(), "u1"); out != Skipped || err != nil {
+		t.Fatalf("RefreshIfDue during the pause = %v, %v; want Skipped", out, err)
+	}
+	if n := f.ref.calls.Load(); n != 1 {
+		t.Fatalf("refresh calls = %d, want 1 (none during the pause)", n)
+	}
+
+	// After the pause: refreshed, and the pause is cleared.
+	f.now = t0.Add(10*time.Minute + time.Second)
+	if tok, err := f.svc.Token(context.Background(), "u1"); err != nil || tok.AccessToken == "at-old" {
+		t.Fatalf("Token after the pause = %q, %v", tok.AccessToken, err)
+	}
+	if c := f.get(t); !c.ThrottledUntil.IsZero() {
+		t.Errorf("pause not cleared by the refresh: %v", c.ThrottledUntil)
+	}
+}
+
+func TestLoopDetectedWithoutRetryAfterPausesAMinute(t *testing.T) {
+	f := newFixture(t, -time.Second)
+	f.ref.err = loop(0)
+	_, err := f.svc.Token(context.Background(), "u1")
+	var ue *UnavailableError
+	if !errors.As(err, &ue) || ue.RetryAfter != time.Minute {
+		t.Fatalf("Token = %v, want unavailable, retry after 1m", err)
+	}
+	if c := f.get(t); !c.ThrottledUntil.Equal(t0.Add(time.Minute)) {
+		t.Errorf("ThrottledUntil = %v, want %v", c.ThrottledUntil, t0.Add(time.Minute))
+	}
+}
+
+func TestLoopDetectedPausesOnlyThatConnection(t *testing.T) {
+	f := newFixture(t, -time.Second)
+	if _, err := f.store.Create(context.Background(), connection.Connection{
+		UserID: "u2", Status: connection.StatusConnected, AccessToken: "at-u2", RefreshToken: "rt-u2",
+		AccessTokenExpiresAt: t0.Add(-time.Second), ConnectedAt: t0.Add(-time.Hour),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	f.ref.err = loop(time.Minute)
+	if _, err := f.svc.Token(context.Background(), "u1"); err == nil {
+		t.Fatal("u1's refresh met 50196 but Token succeeded")
+	}
+	f.ref.err = nil
+	if tok, err := f.svc.Token(context.Background(), "u2"); err != nil || tok.AccessToken == "at-u2" {
+		t.Fatalf("u2 during u1's pause = %q, %v; want a refreshed token", tok.AccessToken, err)
+	}
+	if c, _ := f.store.Get(context.Background(), "u2"); !c.ThrottledUntil.IsZero() {
+		t.Errorf("u2 paused too: %v", c.ThrottledUntil)
+	}
+}
+
+func TestLoopDetectedPauseSurvivesARacingWrite(t *testing.T) {
+	t.Run("bookkeeping write: the pause is stored on the fresh row", func(t *testing.T) {
+		f := newFixture(t, -time.Second)
+		f.ref.err = loop(time.Minute)
+		f.ref.during = func() {
+			c := f.get(t)
+			c.LastUsedAt = t0.Add(time.Second)
+			if _, err := f.store.Update(context.Background(), c); err != nil {
+				t.Error(err)
+			}
+		}
+		_, _ = f.svc.Token(context.Background(), "u1")
+		c := f.get(t)
+		if !c.ThrottledUntil.Equal(t0.Add(time.Minute)) || !c.LastUsedAt.Equal(t0.Add(time.Second)) {
+			t.Errorf("row = ThrottledUntil %v, LastUsedAt %v; want both writes kept", c.ThrottledUntil, c.LastUsedAt)
+		}
+	})
+	t.Run("another instance refreshed: its new grant is not paused", func(t *testing.T) {
+		f := newFixture(t, -time.Second)
+		f.ref.err = loop(time.Minute)
+		f.ref.during = func() {
+			c := f.get(t)
+			c.RefreshToken, c.AccessToken, c.AccessTokenExpiresAt = "rt-other", "at-other", t0.Add(time.Hour)
+			if _, err := f.store.Update(context.Background(), c); err != nil {
+				t.Error(err)
+			}
+		}
+		_, _ = f.svc.Token(context.Background(), "u1")
+		if c := f.get(t); !c.ThrottledUntil.IsZero() || c.RefreshToken != "rt-other" {
+			t.Errorf("row = %v, ThrottledUntil %v; want the other instance's grant, unpaused", c, c.ThrottledUntil)
+		}
+	})
+}
+
+func TestInstancePauseIsASkipForTheSweep(t *testing.T) {
+	f := newFixture(t, -time.Second)
+	// msidentity did not send the refresh: this instance is paused (429).
+	f.ref.err = &msErr{class: connection.ClassTransient, code: "throttled", after: 20 * time.Second, err: connection.ErrPaused}
+	if out, err := f.svc.RefreshIfDue(context.Background(), "u1"); out != Skipped || err != nil {
+		t.Fatalf("RefreshIfDue = %v, %v; want Skipped", out, err)
+	}
+	_, err := f.svc.Token(context.Background(), "u1")
+	var ue *UnavailableError
+	if !errors.As(err, &ue) || ue.RetryAfter != 20*time.Second {
+		t.Fatalf("Token = %v, want unavailable for 20s", err)
+	}
+	if c := f.get(t); !c.ThrottledUntil.IsZero() {
+		t.Errorf("an instance pause was stored on the connection: %v", c.ThrottledUntil)
 	}
 }

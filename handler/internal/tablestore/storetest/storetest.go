@@ -52,6 +52,7 @@ func Run(t *testing.T, newStores Factory) {
 		{"ListExactlyOnce", testListExactlyOnce},
 		{"ListExactlyOnceUnderWrites", testListExactlyOnceUnderWrites},
 		{"ListETagUpdates", testListETagUpdates},
+		{"ThrottledUntil", testThrottledUntil},
 		{"ListBadCursor", testListBadCursor},
 		{"ListInvalidQuery", testListInvalidQuery},
 		{"PendingRoundTrip", testPendingRoundTrip},
@@ -94,6 +95,7 @@ func sample(userID string) connection.Connection {
 		ConnectedAt:          base.Add(-24 * time.Hour),
 		LastRefreshedAt:      base.Add(-time.Minute),
 		LastUsedAt:           base.Add(-30 * time.Second),
+		ThrottledUntil:       base.Add(45 * time.Second),
 		LastError:            &connection.LastError{Code: "temporarily_unavailable", At: base.Add(-2 * time.Minute)},
 	}
 }
@@ -128,6 +130,7 @@ func diff(got, want connection.Connection) []string {
 		{"ConnectedAt", got.ConnectedAt, want.ConnectedAt},
 		{"LastRefreshedAt", got.LastRefreshedAt, want.LastRefreshedAt},
 		{"LastUsedAt", got.LastUsedAt, want.LastUsedAt},
+		{"ThrottledUntil", got.ThrottledUntil, want.ThrottledUntil},
 	} {
 		if !f.g.Equal(f.w) {
 			add(f.name, f.g.Format(time.RFC3339Nano), f.w.Format(time.RFC3339Nano))
@@ -1133,4 +1136,51 @@ func race(n int, fn func(i int) error) []error {
 	close(start)
 	done.Wait()
 	return errs
+}
+
+// testThrottledUntil: a connection's throttling pause (AADSTS50196) is a
+// plain column every instance and the sweep see: Get, Peek and List return
+// it, an ETag-conditional Update sets and clears it, and a stale write
+// neither sets nor loses it.
+func testThrottledUntil(t *testing.T, s connection.Store, _ connection.PendingStore) {
+	c := sample("paused")
+	c.ThrottledUntil = time.Time{}
+	created := mustCreate(t, s, c)
+	if got := mustGet(t, s, "paused"); !got.ThrottledUntil.IsZero() {
+		t.Fatalf("a new connection is paused until %v", got.ThrottledUntil)
+	}
+	until := base.Add(90 * time.Second)
+	paused := created
+	paused.ThrottledUntil = until
+	saved, err := s.Update(t.Context(), paused)
+	if err != nil {
+		t.Fatalf("Update setting ThrottledUntil: %v", err)
+	}
+	if got := mustGet(t, s, "paused"); !got.ThrottledUntil.Equal(until) {
+		t.Errorf("Get: ThrottledUntil = %v, want %v", got.ThrottledUntil, until)
+	}
+	if got, err := s.Peek(t.Context(), "paused"); err != nil || !got.ThrottledUntil.Equal(until) {
+		t.Errorf("Peek: ThrottledUntil = %v (%v), want %v", got.ThrottledUntil, err, until)
+	}
+	p, err := s.List(t.Context(), connection.ListQuery{Limit: 10})
+	if err != nil || len(p.Connections) != 1 || !p.Connections[0].ThrottledUntil.Equal(until) {
+		t.Errorf("List = %v, %v; want ThrottledUntil %v", p.Connections, err, until)
+	}
+
+	stale := created // read before the pause was stored
+	stale.ThrottledUntil = time.Time{}
+	_, err = s.Update(t.Context(), stale)
+	wantErr(t, "Update clearing the pause with a stale ETag", err, connection.ErrConflict)
+	if got := mustGet(t, s, "paused"); !got.ThrottledUntil.Equal(until) {
+		t.Errorf("a stale Update changed ThrottledUntil to %v", got.ThrottledUntil)
+	}
+
+	cleared := saved
+	cleared.ThrottledUntil = time.Time{}
+	if _, err := s.Update(t.Context(), cleared); err != nil {
+		t.Fatalf("Update clearing ThrottledUntil: %v", err)
+	}
+	if got := mustGet(t, s, "paused"); !got.ThrottledUntil.IsZero() {
+		t.Errorf("cleared pause came back: %v", got.ThrottledUntil)
+	}
 }
