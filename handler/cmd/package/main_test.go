@@ -207,8 +207,8 @@ func TestBuildsAndPackages(t *testing.T) {
 // handler compiling).
 func TestPackagesRepository(t *testing.T) {
 	root := repoRoot(t)
-	if got := functionNames(t, root); strings.Join(got, ",") != "callback,connect,connect-sessions,connection,connections,refresh" {
-		t.Fatalf("functions = %v, want the six of the contract", got)
+	if got := functionNames(t, root); strings.Join(got, ",") != "callback,connect,connect-sessions,connection,connections,diagnostics,refresh" {
+		t.Fatalf("functions = %v, want the seven of the contract", got)
 	}
 	out := filepath.Join(t.TempDir(), "app.zip")
 	bin := buildStandIn(t)

@@ -38,19 +38,32 @@ const (
 	colProbe      = "Probe"
 )
 
+// ProbeError is a failed Probe: Step says which ("read table connections",
+// "write to table connectsessions", ...), Err is the service's error (an
+// *azcore.ResponseError when the service answered).
+type ProbeError struct {
+	Step string
+	Err  error
+}
+
+func (e *ProbeError) Error() string { return "tablestore: probe: " + e.Step + ": " + e.Err.Error() }
+
+// Unwrap exposes the service's error to errors.As.
+func (e *ProbeError) Unwrap() error { return e.Err }
+
 // Probe proves Table Storage works for both tables: it makes sure they
 // exist, reads the connections table (a query for a key no user can have),
 // and writes, reads back and deletes a probe row in connectsessions. The
 // error names the step that failed.
 func (s *Store) Probe(ctx context.Context) error {
-	if err := s.ready(ctx, "probe"); err != nil {
-		return err
+	if err := s.ensure(ctx); err != nil {
+		return &ProbeError{Step: "create tables", Err: err}
 	}
 	filter := "PartitionKey eq '" + connectionsProbeKey + "'"
 	keys := "PartitionKey"
 	top := int32(1)
 	if _, err := s.conns.NewListEntitiesPager(&aztables.ListEntitiesOptions{Filter: &filter, Select: &keys, Top: &top}).NextPage(ctx); err != nil {
-		return fmt.Errorf("tablestore: probe: read table %s: %w", s.names[0], err)
+		return &ProbeError{Step: "read table " + s.names[0], Err: err}
 	}
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -66,21 +79,21 @@ func (s *Store) Probe(ctx context.Context) error {
 		return fmt.Errorf("tablestore: probe: %w", err)
 	}
 	if _, err := s.pending.AddEntity(ctx, body, nil); err != nil {
-		return fmt.Errorf("tablestore: probe: write to table %s: %w", s.names[1], err)
+		return &ProbeError{Step: "write to table " + s.names[1], Err: err}
 	}
 	resp, err := s.pending.GetEntity(ctx, diagPartition, rk, nil)
 	if err != nil {
-		return fmt.Errorf("tablestore: probe: read back from table %s: %w", s.names[1], err)
+		return &ProbeError{Step: "read back from table " + s.names[1], Err: err}
 	}
 	e, err := parseEntity(resp.Value)
 	if err != nil {
 		return fmt.Errorf("tablestore: probe: %w", err)
 	}
 	if got, _ := e.str(colProbe); got != want {
-		return fmt.Errorf("tablestore: probe: table %s returned another value than was written", s.names[1])
+		return &ProbeError{Step: "read back from table " + s.names[1], Err: errors.New("another value than was written")}
 	}
 	if _, err := s.pending.DeleteEntity(ctx, diagPartition, rk, nil); err != nil {
-		return fmt.Errorf("tablestore: probe: delete from table %s: %w", s.names[1], err)
+		return &ProbeError{Step: "delete from table " + s.names[1], Err: err}
 	}
 	return nil
 }
