@@ -51,6 +51,7 @@ func New(o Options) *Handler {
 	h.mux.HandleFunc("POST /token", h.token)
 	h.mux.HandleFunc("POST /me", h.me)
 	h.mux.HandleFunc("POST /disconnect", h.disconnect)
+	h.mux.HandleFunc("GET /diagnostics", h.diagnosticsPage)
 	return h
 }
 
@@ -269,6 +270,6 @@ dl{display:grid;grid-template-columns:11rem 1fr;gap:.15rem 0} dt{font-weight:600
 <form method="post" action="/disconnect" style="display:inline"><input type="hidden" name="user" value="{{.UserID}}"><button id="disconnect" type="submit">Disconnect</button></form>
 </div>
 {{if .Result}}<div class="card"><h2 style="font-size:1rem">{{.ResultTitle}}</h2><pre id="result" data-ok="{{.ResultOK}}">{{.Result}}</pre></div>{{end}}
-<p><small>Connector: {{.ConnectorURL}}{{if .IdentityAdminURL}} · Microsoft stand-in: <a id="idp-admin" href="{{.IdentityAdminURL}}" target="_blank" rel="noopener">revoke an account</a>{{end}}</small></p>
+<p><small>Connector: {{.ConnectorURL}} · <a id="diagnostics" href="/diagnostics">diagnostics</a>{{if .IdentityAdminURL}} · Microsoft stand-in: <a id="idp-admin" href="{{.IdentityAdminURL}}" target="_blank" rel="noopener">revoke an account</a>{{end}}</small></p>
 </body></html>
 `))
