@@ -28,13 +28,14 @@ type SweepRecord struct {
 	MissingScope int64
 }
 
-// MissingScopes returns the scopes of required that granted lacks,
-// comparing as Microsoft does (case-insensitive) and after the same
-// normalisation stored scopes get (Graph's short names; offline_access is
-// kept because a stored grant records it when a refresh token came).
+// MissingScopes returns the scopes of required that a stored connection's
+// granted scopes lack, comparing as Microsoft does (case-insensitive) and
+// after the normalisation stored scopes get (Graph's short names). A stored
+// connection always holds a refresh token, which is what offline_access
+// grants (Microsoft never lists it), so offline_access is never missing.
 func MissingScopes(granted, required []string) []string {
 	have := make(map[string]bool, len(granted))
-	for _, s := range NormalizeScopes(granted, false) {
+	for _, s := range NormalizeScopes(granted, true) {
 		have[strings.ToLower(s)] = true
 	}
 	var out []string
