@@ -145,7 +145,7 @@ func (s *Store) RecordSweep(ctx context.Context, r connection.SweepRecord) error
 	if err != nil {
 		return fmt.Errorf("tablestore: record sweep: %w", err)
 	}
-	for attempt := 0; attempt < 5; attempt++ {
+	for attempt := 0; attempt < 8; attempt++ {
 		cur, etag, err := s.lastSweep(ctx)
 		switch {
 		case errors.Is(err, connection.ErrNotFound):
@@ -164,7 +164,7 @@ func (s *Store) RecordSweep(ctx context.Context, r connection.SweepRecord) error
 			return fmt.Errorf("tablestore: record sweep: %w", err)
 		}
 	}
-	return fmt.Errorf("tablestore: record sweep: %w: lost five races in a row", connection.ErrConflict)
+	return fmt.Errorf("tablestore: record sweep: %w: lost eight races in a row", connection.ErrConflict)
 }
 
 // LastSweep returns the last recorded sweep; an error wrapping
