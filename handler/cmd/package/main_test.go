@@ -193,8 +193,8 @@ func TestBuildsAndPackages(t *testing.T) {
 		t.Fatalf("run: %v", err)
 	}
 	checkLayout(t, out, root)
-	if !strings.Contains(stdout.String(), "6 functions") {
-		t.Errorf("summary = %q, want it to count 6 functions", stdout.String())
+	if !strings.Contains(stdout.String(), "7 functions") {
+		t.Errorf("summary = %q, want it to count 7 functions", stdout.String())
 	}
 	leftovers, _ := filepath.Glob(filepath.Join(root, "dist", "*.tmp"))
 	if len(leftovers) > 0 {
