@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -65,7 +66,7 @@ func (s *Service) checkConfiguration(context.Context) Check {
 	parts := make([]string, 0, len(s.Config.Problems))
 	names := make([]string, 0, len(s.Config.Problems))
 	for _, p := range s.Config.Problems {
-		parts = append(parts, p.String())
+		parts = append(parts, redactURLs(p.String()))
 		names = append(names, p.Setting)
 	}
 	c.Detail = strings.Join(parts, "; ")
@@ -291,6 +292,19 @@ func (s *Service) checkSweep(ctx context.Context, now time.Time) (timer, conns C
 		conns.Fix = fixInsufficient + " GET /api/connections lists the connections; their scopes show which permission is missing."
 	}
 	return timer, conns
+}
+
+// A problem may quote the setting's value; a URL's query or user info can
+// carry a credential (a webhook URL with ?code=..., user:password@), so
+// they never reach the report.
+var (
+	urlQuery    = regexp.MustCompile(`\?[^"\s]*`)
+	urlUserInfo = regexp.MustCompile(`//[^/"\s@]*@`)
+)
+
+func redactURLs(s string) string {
+	s = urlQuery.ReplaceAllString(s, "?[redacted]")
+	return urlUserInfo.ReplaceAllString(s, "//[redacted]@")
 }
 
 func describeAgo(d time.Duration) string {

@@ -226,3 +226,20 @@ func TestCache(t *testing.T) {
 		t.Errorf("after a caller gave up: %+v", r)
 	}
 }
+
+// A setting's value quoted in a problem keeps no query or user info.
+func TestConfigurationDetailHidesURLCredentials(t *testing.T) {
+	settings := goodSettings()
+	settings["CMS_WEBHOOK_URL"] = "http://cms.example.com/hook?code=webhook-function-key"
+	settings["ALLOWED_RETURN_URLS"] = "https://admin:hunter2@cms.example.com/"
+	r := newService(settings, clocktest.New(t0), healthyTables(t0), &fakeCredential{}).Report(context.Background())
+	c := find(t, r, CheckConfiguration)
+	if c.OK || !strings.Contains(c.Detail, "CMS_WEBHOOK_URL") || !strings.Contains(c.Detail, "ALLOWED_RETURN_URLS") {
+		t.Fatalf("configuration = %+v", c)
+	}
+	for _, secret := range []string{"webhook-function-key", "hunter2"} {
+		if strings.Contains(c.Detail, secret) {
+			t.Errorf("detail shows %q: %s", secret, c.Detail)
+		}
+	}
+}
