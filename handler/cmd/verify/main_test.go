@@ -186,3 +186,30 @@ func TestVerifyAzureTarget(t *testing.T) {
 		t.Error("FUNCTION_APP_NAME without KEY_VAULT_NAME: no error")
 	}
 }
+
+// The secretless mode: the credential check sends the managed identity's
+// assertion (the same credential as every refresh) and no client secret is
+// checked or needed. One managed-identity stack per process (azidentity
+// caches its tokens per process): this is the only one here.
+func TestVerifySecretlessStack(t *testing.T) {
+	if os.Getenv("SKIP_AZURITE") == "1" {
+		t.Skip("SKIP_AZURITE=1")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	s, err := devstack.Start(ctx, devstack.Options{WithoutCMS: true, ManagedIdentity: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	if err := s.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := verify(t, nil, env(map[string]string{"VERIFY_BASE_URL": s.HandlerURL, "CMS_API_KEY": s.CMSKey}), noAz(t))
+	if code != exitOK || !strings.Contains(out, "client auth managed_identity") || strings.Contains(out, "secret:microsoft-client-secret") {
+		t.Errorf("exit %d:\n%s%s", code, out, errOut)
+	}
+	if s.IDP.ManagedIdentityRequests() == 0 || s.IDP.TokenRequests("client_credentials") != 1 {
+		t.Errorf("managed identity tokens %d, client-credentials requests %d: the check did not use the assertion", s.IDP.ManagedIdentityRequests(), s.IDP.TokenRequests("client_credentials"))
+	}
+}
