@@ -197,7 +197,8 @@ func TestVerifySecretlessStack(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	s, err := devstack.Start(ctx, devstack.Options{WithoutCMS: true, ManagedIdentity: true})
+	clk := &offsetClock{}
+	s, err := devstack.Start(ctx, devstack.Options{WithoutCMS: true, ManagedIdentity: true, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,5 +212,13 @@ func TestVerifySecretlessStack(t *testing.T) {
 	}
 	if s.IDP.ManagedIdentityRequests() == 0 || s.IDP.TokenRequests("client_credentials") != 1 {
 		t.Errorf("managed identity tokens %d, client-credentials requests %d: the check did not use the assertion", s.IDP.ManagedIdentityRequests(), s.IDP.TokenRequests("client_credentials"))
+	}
+
+	// A broken federated credential turns the check red with its fix.
+	s.IDP.RemoveFederatedCredential()
+	clk.Advance(61 * time.Second)
+	code, out, errOut = verify(t, nil, env(map[string]string{"VERIFY_BASE_URL": s.HandlerURL, "CMS_API_KEY": s.CMSKey}), noAz(t))
+	if code != exitFailed || !strings.Contains(out, "AADSTS70021") || !strings.Contains(out, "Federated credentials") {
+		t.Errorf("exit %d with the federated credential removed:\n%s%s", code, out, errOut)
 	}
 }

@@ -100,3 +100,25 @@ func (s *Server) adminExpireSecret(w http.ResponseWriter, r *http.Request) {
 	s.ExpireClientSecrets()
 	http.Redirect(w, r, "/devidp/", http.StatusSeeOther)
 }
+
+// RemoveFederatedCredential deletes the app registration's federated
+// credential (as an admin removing it in the portal would): every client
+// assertion is then refused with AADSTS70021, "No matching federated
+// identity record found for presented assertion", however fresh.
+// RestoreFederatedCredential undoes it.
+func (s *Server) RemoveFederatedCredential() { s.setFederation(true) }
+
+// RestoreFederatedCredential adds the federated credential back.
+func (s *Server) RestoreFederatedCredential() { s.setFederation(false) }
+
+func (s *Server) setFederation(removed bool) {
+	s.mu.Lock()
+	s.noFedCred = removed
+	s.mu.Unlock()
+}
+
+func (s *Server) federationRemoved() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.noFedCred
+}

@@ -133,3 +133,20 @@ func TestAdminExpireSecret(t *testing.T) {
 	status, body := p.tokenAt(t, devidp.ContosoTenantID, ccForm(nil))
 	wantOAuthError(t, status, body, 401, "invalid_client", 7000222)
 }
+
+// A removed federated credential refuses every assertion, fresh ones too.
+func TestRemovedFederatedCredential(t *testing.T) {
+	p := newIDP(t, func(c *devidp.Config) { c.ClientSecret = "" })
+	_, mi := p.miToken(t, devidp.AssertionAudience, "id-header")
+	form := ccForm(map[string]string{"client_secret": "", "client_assertion_type": devidp.AssertionType, "client_assertion": mi["access_token"].(string)})
+	if status, body := p.tokenAt(t, devidp.ContosoTenantID, form); status != 200 {
+		t.Fatalf("with the federated credential: %d %v", status, body)
+	}
+	p.RemoveFederatedCredential()
+	status, body := p.tokenAt(t, devidp.ContosoTenantID, form)
+	wantOAuthError(t, status, body, 401, "invalid_client", 70021)
+	p.RestoreFederatedCredential()
+	if status, _ := p.tokenAt(t, devidp.ContosoTenantID, form); status != 200 {
+		t.Errorf("after restoring: %d", status)
+	}
+}

@@ -134,6 +134,7 @@ type Server struct {
 	mu        sync.Mutex
 	secrets   []string // accepted client secrets (SetClientSecrets)
 	expired   map[string]bool
+	noFedCred bool // RemoveFederatedCredential
 	accounts  []Account
 	revoked   map[string]uint64 // oid -> seq at revocation: older grants die
 	codes     map[string]*authCode

@@ -130,6 +130,10 @@ func (s *Server) authenticateClient(r *http.Request) *oauthError {
 		return &oauthError{status: 400, code: "invalid_request", aadsts: 700023,
 			message: fmt.Sprintf("Client assertion type must be '%s'.", AssertionType)}
 	}
+	if s.federationRemoved() {
+		return &oauthError{status: 401, code: "invalid_client", aadsts: 70021,
+			message: "No matching federated identity record found for presented assertion. Assertion Issuer: 'https://login.microsoftonline.com/" + s.cfg.HomeTenantID + "/v2.0'. Assertion Subject: '" + s.cfg.ManagedIdentityClientID + "'. Assertion Audience: '" + AssertionAudience + "'."}
+	}
 	accept := s.cfg.AcceptAssertion
 	if accept == nil {
 		accept = s.acceptIssuedAssertion
