@@ -98,6 +98,7 @@ type Service struct {
 
 	mu       sync.Mutex
 	last     *Report
+	lastAt   time.Time // when last was computed, to the nanosecond
 	inflight *flight
 }
 
@@ -113,7 +114,7 @@ type flight struct {
 // others with a cancelled result.
 func (s *Service) Report(ctx context.Context) Report {
 	s.mu.Lock()
-	if s.last != nil && s.now().Sub(s.last.CheckedAt) < s.ttl() {
+	if s.last != nil && s.now().Sub(s.lastAt) < s.ttl() {
 		r := copyReport(*s.last)
 		s.mu.Unlock()
 		return r
@@ -135,9 +136,13 @@ func (s *Service) Report(ctx context.Context) Report {
 }
 
 func (s *Service) compute(ctx context.Context, f *flight) {
-	r := s.run(ctx)
+	at := s.now()
+	r := s.run(ctx, at)
+	// checked_at in whole seconds, like every time of the contract; the
+	// cache runs on the precise time so it never expires early.
+	r.CheckedAt = at.Truncate(time.Second)
 	s.mu.Lock()
-	s.last = &r
+	s.last, s.lastAt = &r, at
 	s.inflight = nil
 	f.report = r
 	s.mu.Unlock()
@@ -158,8 +163,7 @@ func (s *Service) compute(ctx context.Context, f *flight) {
 
 // run performs every check, concurrently (each bounded by checkTimeout),
 // and returns them in the contract's order.
-func (s *Service) run(ctx context.Context) Report {
-	checkedAt := s.now()
+func (s *Service) run(ctx context.Context, checkedAt time.Time) Report {
 	names := s.neededSecrets()
 	jobs := []func(context.Context) Check{s.checkConfiguration}
 	for _, n := range names {
