@@ -22,9 +22,11 @@ func (s *Sweeper) tally(sum *Summary, c connection.Connection) {
 // record hands the finished sweep to Record. Diagnostics reads it from
 // there, so every instance reports the same last sweep and no check has to
 // scan the connections table; a failure is logged, never fatal (the sweep
-// did its work).
+// did its work). A sweep whose listing failed is not recorded: it did not
+// do its work, and the timer check should turn red when no sweep has for
+// an hour (sweep_list_failed says why).
 func (s *Sweeper) record(ctx context.Context, start time.Time, sum Summary) {
-	if s.Record == nil {
+	if s.Record == nil || sum.StoppedBy == "listing" {
 		return
 	}
 	r := connection.SweepRecord{

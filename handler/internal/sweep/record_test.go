@@ -78,3 +78,24 @@ func TestMissingScopes(t *testing.T) {
 		}
 	}
 }
+
+// listFails is a store whose listing fails.
+type listFails struct{ *memstore.Store }
+
+func (listFails) List(context.Context, connection.ListQuery) (connection.Page, error) {
+	return connection.Page{}, errors.New("table service unreachable")
+}
+
+func TestSweepWhoseListingFailedIsNotRecorded(t *testing.T) {
+	store := memstore.New(memstore.Options{})
+	sw := newSweeper(store, &fakeTokens{seen: map[string]int{}}, func() time.Time { return t0 })
+	sw.Store = listFails{store}
+	recorded := 0
+	sw.Record = func(context.Context, connection.SweepRecord) error { recorded++; return nil }
+	if _, err := sw.Run(context.Background()); err == nil {
+		t.Fatal("a failed listing returned no error")
+	}
+	if recorded != 0 {
+		t.Errorf("a sweep that could not list was recorded %d times", recorded)
+	}
+}
