@@ -33,6 +33,10 @@ test: deps test-deps ## Run the whole test suite (unit, Azurite, browser, Python
 run: deps ## Run everything locally: Azurite, the Microsoft stand-in, the handler and a demo CMS page
 	$(GO) run ./handler/cmd/devrun
 
+.PHONY: verify
+verify: ## Print GET /api/diagnostics as a table, exit non-zero on a failed check: Azure (FUNCTION_APP_NAME, KEY_VAULT_NAME, RESOURCE_GROUP) or `make run`'s stack
+	$(GO) run ./handler/cmd/verify $(VERIFY_FLAGS)
+
 # ---- infra (owned by the infra work) ----
 BICEP_FILES := $(shell find infra -name '*.bicep' -o -name '*.bicepparam' 2>/dev/null | sort)
 

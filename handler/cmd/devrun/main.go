@@ -31,6 +31,7 @@ func run() error {
 	idpPort := flag.Int("idp-port", 7081, "the Microsoft stand-in's port")
 	cmsPort := flag.Int("cms-port", 8000, "the demo CMS page's port")
 	settings := flag.String("settings", "local.settings.json", "local settings file (optional); real MICROSOFT_* values there switch to real Microsoft")
+	verifyPath := flag.String("verify-file", filepath.Join(".run", "verify.json"), "where `make verify` finds this run's connector URL and CMS key (removed on exit)")
 	logsPath := flag.String("logs", filepath.Join(".run", "connector.log"), "where the components' JSON logs go")
 	flag.Parse()
 
@@ -57,11 +58,19 @@ func run() error {
 		// Inside the 5-minute refresh margin: every Fetch token refreshes,
 		// so a revocation on the stand-in shows at the next click.
 		IdentityExpiresIn: 5 * time.Minute,
+		// The host's timer: a sweep at start, then REFRESH_SCHEDULE's 5
+		// minutes, so GET /api/diagnostics sees a recent sweep.
+		Timer: 5 * time.Minute,
 	})
 	if err != nil {
 		return fmt.Errorf("%w (is something else using ports %d, %d or %d? choose others with -handler-port, -idp-port, -cms-port)", err, *handlerPort, *idpPort, *cmsPort)
 	}
 	defer s.Stop()
+	removeVerify, err := writeVerifyFile(*verifyPath, s)
+	if err != nil {
+		return err
+	}
+	defer removeVerify()
 
 	fmt.Printf(`
   Ready.
@@ -81,6 +90,8 @@ func run() error {
   The CMS API key for your own curl calls (this run only):
     export CMS_API_KEY=%s
     curl -s -H "Authorization: Bearer $CMS_API_KEY" %s/api/connections/mara
+
+  Check the setup as an admin would: make verify (or the demo page's diagnostics link).
 
   Press Ctrl-C to stop everything.
 `, s.CMSURL, adminURL(s), s.HandlerURL, *logsPath, s.CMSKey, s.HandlerURL)

@@ -193,8 +193,8 @@ func TestBuildsAndPackages(t *testing.T) {
 		t.Fatalf("run: %v", err)
 	}
 	checkLayout(t, out, root)
-	if !strings.Contains(stdout.String(), "6 functions") {
-		t.Errorf("summary = %q, want it to count 6 functions", stdout.String())
+	if !strings.Contains(stdout.String(), "7 functions") {
+		t.Errorf("summary = %q, want it to count 7 functions", stdout.String())
 	}
 	leftovers, _ := filepath.Glob(filepath.Join(root, "dist", "*.tmp"))
 	if len(leftovers) > 0 {
@@ -207,8 +207,8 @@ func TestBuildsAndPackages(t *testing.T) {
 // handler compiling).
 func TestPackagesRepository(t *testing.T) {
 	root := repoRoot(t)
-	if got := functionNames(t, root); strings.Join(got, ",") != "callback,connect,connect-sessions,connection,connections,refresh" {
-		t.Fatalf("functions = %v, want the six of the contract", got)
+	if got := functionNames(t, root); strings.Join(got, ",") != "callback,connect,connect-sessions,connection,connections,diagnostics,refresh" {
+		t.Fatalf("functions = %v, want the seven of the contract", got)
 	}
 	out := filepath.Join(t.TempDir(), "app.zip")
 	bin := buildStandIn(t)

@@ -177,6 +177,8 @@ func build(cfg config.Config, d Deps) (*httpapi.Server, func()) {
 		}
 		return cur.Value, prev.Value, nil
 	}
+	diag := newDiagnostics(cfg, d, src)
+	srv.Diagnostics = diag
 
 	if len(cfg.Missing(config.AreaStorage)) > 0 {
 		return srv, closeAll
@@ -189,6 +191,7 @@ func build(cfg config.Config, d Deps) (*httpapi.Server, func()) {
 	}
 	store := tablestore.New(svc, sealer, tablestore.Options{Now: d.Now})
 	srv.Store = store
+	diag.Tables = store
 
 	var pub connection.Publisher = connection.NopPublisher{}
 	if cfg.WebhookURL != "" && len(cfg.Missing(config.AreaWebhook)) == 0 {
@@ -220,6 +223,7 @@ func build(cfg config.Config, d Deps) (*httpapi.Server, func()) {
 		log.Error().Str("event", "not_configured").Err(err).Msg("cannot build the Microsoft client")
 		return srv, closeAll
 	}
+	diag.Credential = ms
 	allow, err := connectflow.NewAllowlist(cfg.AllowedReturnURLs)
 	if err != nil {
 		log.Error().Str("event", "not_configured").Err(err).Msg("ALLOWED_RETURN_URLS")
@@ -237,6 +241,7 @@ func build(cfg config.Config, d Deps) (*httpapi.Server, func()) {
 		Housekeeping: expiryReminder(src, store, log, d.Now),
 		Log:          log, Now: d.Now,
 	}
+	sw.Record, sw.RequiredScopes = store.RecordSweep, cfg.Scopes
 	srv.Refresh = funchost.TimerHandler("timer", func(ctx context.Context, inv funchost.Invocation, _ funchost.TimerInfo) (any, []string, error) {
 		// Every line of this run carries its invocation_id (funchost puts
 		// that logger in ctx).

@@ -31,6 +31,9 @@ const (
 	AreaRefresh Area = "refresh"
 	// AreaWebhook: CMS_WEBHOOK_URL.
 	AreaWebhook Area = "webhook"
+	// AreaDiagnostics: MICROSOFT_APP_TENANT_ID; only GET /api/diagnostics
+	// uses it (its credential check).
+	AreaDiagnostics Area = "diagnostics"
 )
 
 // Problem is one missing or malformed setting.
@@ -64,6 +67,7 @@ type Config struct {
 	Scopes        []string
 	ClientAuth    string
 	AzureClientID string
+	AppTenantID   string // MICROSOFT_APP_TENANT_ID: the app registration's home tenant
 
 	AllowedReturnURLs []string
 	PublicBaseURL     string // no trailing slash
@@ -95,6 +99,7 @@ var Settings = []Setting{
 	{Name: "MICROSOFT_CLIENT_ID", Required: true},
 	{Name: "MICROSOFT_OAUTH_CALLBACK_URL", Required: true},
 	{Name: "MICROSOFT_TENANT", Default: "common"},
+	{Name: "MICROSOFT_APP_TENANT_ID"},
 	{Name: "MICROSOFT_AUTHORITY_HOST", Default: "https://login.microsoftonline.com"},
 	{Name: "MICROSOFT_GRAPH_URL", Default: "https://graph.microsoft.com"},
 	{Name: "MICROSOFT_SCOPES", Default: "User.Read Files.ReadWrite.All offline_access"},
@@ -126,6 +131,7 @@ func Load(getenv func(string) string) Config {
 		GraphURL:               strings.TrimRight(l.str("MICROSOFT_GRAPH_URL", "https://graph.microsoft.com"), "/"),
 		Scopes:                 strings.Fields(l.str("MICROSOFT_SCOPES", "User.Read Files.ReadWrite.All offline_access")),
 		AzureClientID:          l.str("AZURE_CLIENT_ID", ""),
+		AppTenantID:            l.str("MICROSOFT_APP_TENANT_ID", ""),
 		WebhookURL:             l.str("CMS_WEBHOOK_URL", ""),
 	}
 	c.Policy = connection.DefaultPolicy()
@@ -143,6 +149,9 @@ func Load(getenv func(string) string) Config {
 	l.validateStorage(&c)
 	l.validateMicrosoft(&c)
 	l.validateReturnURLs(&c)
+	if t := c.AppTenantID; t != "" && !guidRE.MatchString(t) && !domainRE.MatchString(t) {
+		l.problem("MICROSOFT_APP_TENANT_ID", AreaDiagnostics, fmt.Sprintf("%q is not a tenant: use the Directory (tenant) ID of the tenant holding the app registration", t))
+	}
 	if c.WebhookURL != "" {
 		if err := checkURL(c.WebhookURL, false); err != nil {
 			l.problem("CMS_WEBHOOK_URL", AreaWebhook, err.Error())

@@ -93,6 +93,7 @@ func New(o Options) *Handler {
 	h.mux.HandleFunc("POST /token", h.token)
 	h.mux.HandleFunc("POST /me", h.me)
 	h.mux.HandleFunc("POST /disconnect", h.disconnect)
+	h.mux.HandleFunc("GET /diagnostics", h.diagnosticsPage)
 	return h
 }
 
@@ -497,6 +498,6 @@ dl{display:grid;grid-template-columns:11rem 1fr;gap:.15rem 0} dt{font-weight:600
 <li>Switch to the other user (the colleague's browser), open the link, sign in with any account.</li>
 <li>Back here, the colleague sees that the sign-in was started by another MEGDocs user, and nothing is connected for either of you.</li></ol>
 <form method="post" action="/connect-link"><button id="connect-link-create" type="submit">Create a connect link (don't open it)</button></form></div>{{end}}
-<p><small>Connector: {{.ConnectorURL}}{{if .IdentityAdminURL}} · Microsoft stand-in: <a id="idp-admin" href="{{.IdentityAdminURL}}" target="_blank" rel="noopener">revoke an account</a>{{end}}</small></p>
+<p><small>Connector: {{.ConnectorURL}} · <a id="diagnostics" href="/diagnostics">diagnostics</a>{{if .IdentityAdminURL}} · Microsoft stand-in: <a id="idp-admin" href="{{.IdentityAdminURL}}" target="_blank" rel="noopener">revoke an account</a>{{end}}</small></p>
 </body></html>
 `))

@@ -30,6 +30,7 @@ func (s *Server) RevokeAccount(oid string) error {
 func (s *Server) SetClientSecrets(secrets ...string) {
 	s.mu.Lock()
 	s.secrets = append([]string(nil), secrets...)
+	s.expired = nil
 	s.mu.Unlock()
 }
 
@@ -230,6 +231,8 @@ var adminTemplate = template.Must(template.Must(pages.Clone()).New("admin").Pars
 <td>{{.AcceptedRefreshTokens}} accepted / {{.RefreshTokensIssued}} issued{{if .Revoked}}<br><span class="err">revoked</span>{{end}}</td>
 <td><form method="post" action="/devidp/revoke"><input type="hidden" name="oid" value="{{.OID}}"><button type="submit">Revoke</button></form></td></tr>
 {{end}}</table>
+<form method="post" action="/devidp/expire-secret"><button type="submit">Expire the client secret</button>
+<span class="upn">(as if its end date had passed: token requests then fail with AADSTS7000222; GET /api/diagnostics shows it)</span></form>
 <p class="upn">Token requests: {{range $k, $v := .TokenRequests}}{{if $k}}{{$k}}{{else}}(none){{end}}={{$v}} {{end}}·
 managed identity tokens: {{.ManagedIdentityRequests}} · latency {{.LatencyMS}} ms · pending injected failures {{.PendingFailures}} ·
 access tokens live {{.ExpiresIn}} s · <a href="/devidp/status">JSON</a></p>

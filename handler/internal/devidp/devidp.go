@@ -85,6 +85,10 @@ type Config struct {
 	// expired nor been invalidated (InvalidateAssertions). Return
 	// ErrAssertionExpired for an expired one (AADSTS700024).
 	AcceptAssertion func(assertion string) error
+	// HomeTenantID is the tenant holding the app registration: the only
+	// one where a client-credentials request finds the app. Default
+	// ContosoTenantID.
+	HomeTenantID string
 	// IdentityHeader is the X-IDENTITY-HEADER value the managed identity
 	// endpoint requires (IDENTITY_HEADER); empty means a random one.
 	IdentityHeader string
@@ -129,6 +133,8 @@ type Server struct {
 
 	mu        sync.Mutex
 	secrets   []string // accepted client secrets (SetClientSecrets)
+	expired   map[string]bool
+	noFedCred bool // RemoveFederatedCredential
 	accounts  []Account
 	revoked   map[string]uint64 // oid -> seq at revocation: older grants die
 	codes     map[string]*authCode
@@ -215,6 +221,9 @@ func New(cfg Config) (*Server, error) {
 		cfg.AssertionLifetime = time.Hour
 	}
 	cfg.IssuerBase = strings.TrimRight(cfg.IssuerBase, "/")
+	if cfg.HomeTenantID == "" {
+		cfg.HomeTenantID = ContosoTenantID
+	}
 	now := cfg.Now
 	if now == nil {
 		now = time.Now
@@ -246,6 +255,7 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /devidp/{$}", s.adminPage)
 	mux.HandleFunc("POST /devidp/revoke", s.adminRevoke)
 	mux.HandleFunc("GET /devidp/status", s.adminStatus)
+	mux.HandleFunc("POST /devidp/expire-secret", s.adminExpireSecret)
 	mux.HandleFunc("GET "+ManagedIdentityPath, s.managedIdentity)
 	s.mux = mux
 	return s, nil

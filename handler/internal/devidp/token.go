@@ -53,11 +53,20 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 			message: "The request body must contain the following parameter: 'grant_type'."})
 		return
 	}
+	if grant == "client_credentials" {
+		// The app is looked up in the path's tenant before its credential.
+		if e := s.checkAppTenant(r); e != nil {
+			s.writeOAuthError(w, r, *e)
+			return
+		}
+	}
 	if e := s.authenticateClient(r); e != nil {
 		s.writeOAuthError(w, r, *e)
 		return
 	}
 	switch grant {
+	case "client_credentials":
+		s.clientCredentials(w, r)
 	case "authorization_code":
 		s.redeemCode(w, r)
 	case "refresh_token":
@@ -107,6 +116,10 @@ func (s *Server) authenticateClient(r *http.Request) *oauthError {
 		return &oauthError{status: 400, code: "invalid_request", aadsts: 90014,
 			message: "Send either client_secret or client_assertion, not both."}
 	case secret != "":
+		if s.secretExpired(secret) {
+			return &oauthError{status: 401, code: "invalid_client", aadsts: 7000222,
+				message: fmt.Sprintf("The provided client secret keys for app '%s' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds.", s.cfg.ClientID)}
+		}
 		if !s.secretAccepted(secret) {
 			return &oauthError{status: 401, code: "invalid_client", aadsts: 7000215,
 				message: fmt.Sprintf("Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '%s'.", s.cfg.ClientID)}
@@ -116,6 +129,10 @@ func (s *Server) authenticateClient(r *http.Request) *oauthError {
 	if assertionType != AssertionType {
 		return &oauthError{status: 400, code: "invalid_request", aadsts: 700023,
 			message: fmt.Sprintf("Client assertion type must be '%s'.", AssertionType)}
+	}
+	if s.federationRemoved() {
+		return &oauthError{status: 401, code: "invalid_client", aadsts: 70021,
+			message: "No matching federated identity record found for presented assertion. Assertion Issuer: 'https://login.microsoftonline.com/" + s.cfg.HomeTenantID + "/v2.0'. Assertion Subject: '" + s.cfg.ManagedIdentityClientID + "'. Assertion Audience: '" + AssertionAudience + "'."}
 	}
 	accept := s.cfg.AcceptAssertion
 	if accept == nil {

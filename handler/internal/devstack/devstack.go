@@ -59,6 +59,12 @@ type Options struct {
 	// from the process environment, so Start sets them there: one such
 	// stack per process (azidentity also caches tokens per process).
 	ManagedIdentity bool
+
+	// Timer, when positive, plays the host's timer: a sweep at start and
+	// then every Timer (make run: 5 minutes, REFRESH_SCHEDULE's default).
+	Timer time.Duration
+	// Now is the handler's and the stand-in's clock (nil: time.Now).
+	Now func() time.Time
 }
 
 // ManagedIdentityClientID is the stand-in's user-assigned identity.
@@ -79,6 +85,7 @@ type Stack struct {
 	cancel  context.CancelFunc
 	done    chan error
 	servers []*http.Server
+	clock   func() time.Time
 }
 
 // Start brings everything up and returns once every part answers.
@@ -87,7 +94,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if logs == nil {
 		logs = io.Discard
 	}
-	s := &Stack{done: make(chan error, 1)}
+	s := &Stack{done: make(chan error, 1), clock: o.Now}
 	defer func() {
 		if err != nil {
 			s.Stop()
@@ -122,6 +129,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		"FUNCTIONS_CUSTOMHANDLER_PORT": port(hl),
 		"TABLES_CONNECTION_STRING":     tables,
 		"MICROSOFT_CLIENT_ID":          ClientID,
+		"MICROSOFT_APP_TENANT_ID":      devidp.ContosoTenantID, // the stand-in app's home tenant
 		"MICROSOFT_OAUTH_CALLBACK_URL": s.HandlerURL + "/api/callback",
 		"MICROSOFT_AUTHORITY_HOST":     s.IdentityURL,
 		"MICROSOFT_GRAPH_URL":          s.IdentityURL,
@@ -135,7 +143,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	}
 	if id := o.Settings["MICROSOFT_CLIENT_ID"]; id != "" && id != ClientID {
 		s.RealMicrosoft = true
-		for _, k := range []string{"MICROSOFT_AUTHORITY_HOST", "MICROSOFT_GRAPH_URL"} {
+		for _, k := range []string{"MICROSOFT_AUTHORITY_HOST", "MICROSOFT_GRAPH_URL", "MICROSOFT_APP_TENANT_ID"} {
 			if _, set := o.Settings[k]; !set {
 				delete(env, k)
 			}
@@ -163,7 +171,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 
 	idpCfg := devidp.Config{
 		ClientID: ClientID, ClientSecret: clientSecret, RedirectURL: s.HandlerURL + "/api/callback",
-		ExpiresIn: o.IdentityExpiresIn, Logger: component(logs, "devidp"),
+		ExpiresIn: o.IdentityExpiresIn, Logger: component(logs, "devidp"), Now: o.Now,
 	}
 	if o.ManagedIdentity {
 		idpCfg.ClientSecret = "" // no secret exists at all
@@ -190,7 +198,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	s.cancel = cancel
 	cfg := config.Load(mapEnv(env))
 	go func() {
-		s.done <- app.Serve(runCtx, hl, cfg, app.Deps{Getenv: mapEnv(env), Log: component(logs, "handler"), HTTPClient: o.HTTPClient})
+		s.done <- app.Serve(runCtx, hl, cfg, app.Deps{Getenv: mapEnv(env), Log: component(logs, "handler"), HTTPClient: o.HTTPClient, Now: o.Now})
 	}()
 
 	if cl != nil {
@@ -214,6 +222,9 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		if err := waitHTTP(ctx, u); err != nil {
 			return nil, fmt.Errorf("devstack: %s did not answer: %w", u, err)
 		}
+	}
+	if o.Timer > 0 {
+		go s.runTimer(runCtx, o.Timer)
 	}
 	return s, nil
 }

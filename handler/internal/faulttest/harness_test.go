@@ -121,6 +121,10 @@ type stack struct {
 	// tables is the stack's Table service connection string, for reading
 	// raw entities.
 	tables string
+
+	// clientSecret is the one devidp accepts (the app's, unless a test
+	// overrides MICROSOFT_CLIENT_SECRET).
+	clientSecret string
 }
 
 func start(t *testing.T, o options) *stack {
@@ -236,6 +240,7 @@ func start(t *testing.T, o options) *stack {
 		store: tablestore.New(svc, sealing.New(keyring), tablestore.Options{}),
 		ms:    ms, hc: hc, tables: tables,
 	}
+	s.clientSecret = clientSecret
 	waitReady(t, handlerURL+"/")
 	return s
 }

@@ -47,7 +47,8 @@ type vaultStandIn struct {
 	mu       sync.Mutex
 	versions map[string]map[string]string
 	current  map[string]string
-	reads    map[string]int // authorized reads per secret name
+	reads    map[string]int   // authorized reads per secret name
+	exp      map[string]int64 // "name/version" -> attributes.exp (unix seconds)
 	problems []string
 }
 
@@ -132,6 +133,10 @@ func (v *vaultStandIn) getSecret(w http.ResponseWriter, r *http.Request) {
 		version = v.current[name]
 	}
 	value, ok := v.versions[name][version]
+	attrs := map[string]any{"enabled": true, "created": 1764000000, "updated": 1764000000, "recoveryLevel": "Recoverable+Purgeable"}
+	if exp, set := v.exp[name+"/"+version]; set {
+		attrs["exp"] = exp
+	}
 	v.mu.Unlock()
 	if !ok {
 		writeKVError(w, http.StatusNotFound, "SecretNotFound", fmt.Sprintf("A secret with (name/id) %s was not found in this key vault.", name))
@@ -141,7 +146,7 @@ func (v *vaultStandIn) getSecret(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(map[string]any{
 		"value":      value,
 		"id":         vaultURL + "/secrets/" + name + "/" + version,
-		"attributes": map[string]any{"enabled": true, "created": 1764000000, "updated": 1764000000, "recoveryLevel": "Recoverable+Purgeable"},
+		"attributes": attrs,
 	})
 }
 
@@ -215,4 +220,15 @@ func (k staticKeyring) Version(_ context.Context, v string) (sealing.Key, error)
 		return sealing.Key{}, fmt.Errorf("no key version %q", v)
 	}
 	return k.key, nil
+}
+
+// expires sets the current version's expiry (attributes.exp), as an admin
+// setting an expiration date on a secret does.
+func (v *vaultStandIn) expires(name string, at time.Time) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.exp == nil {
+		v.exp = map[string]int64{}
+	}
+	v.exp[name+"/"+v.current[name]] = at.Unix()
 }

@@ -45,6 +45,10 @@ type Server struct {
 	Refresh http.Handler // POST /refresh (the timer), speaking the host protocol
 	Log     zerolog.Logger
 	Now     func() time.Time
+
+	// Diagnostics serves GET /api/diagnostics (diagnostics.go); nil answers
+	// 503 not_configured.
+	Diagnostics Diagnoser
 }
 
 // Handler returns the routes. Every route of the contract is here and only
@@ -73,6 +77,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("DELETE /api/connections/{user_id}", s.cms(s.needs(storage, store, s.deleteConnection)))
 	mux.Handle("POST /api/connections/{user_id}/complete", s.cms(s.needs(storage, flow, s.complete)))
 	mux.Handle("POST /api/connections/{user_id}/token", s.cms(s.needs(append(ms, config.AreaRefresh), tok, s.token)))
+	// Diagnostics needs only the CMS key: it reports what else is missing.
+	mux.Handle("GET /api/diagnostics", s.cms(s.needs(nil, s.Diagnostics != nil, s.diagnostics)))
 	mux.Handle("POST /refresh", s.needs(append(ms, config.AreaRefresh), refresh != nil, refresh))
 
 	// Anything else, on any path, is the contract's JSON 404 or 405;

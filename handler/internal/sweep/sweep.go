@@ -42,6 +42,12 @@ type Sweeper struct {
 	Housekeeping func(ctx context.Context) error
 	Log          zerolog.Logger
 	Now          func() time.Time
+
+	// Record keeps the summary for GET /api/diagnostics (record.go); nil
+	// records nothing. RequiredScopes are MICROSOFT_SCOPES, for the count
+	// of connections missing one.
+	Record         func(ctx context.Context, r connection.SweepRecord) error
+	RequiredScopes []string
 }
 
 // Summary is the timer's ReturnValue (contract), plus what the log adds.
@@ -58,6 +64,10 @@ type Summary struct {
 	// StoppedBy is why the sweep stopped early: "", "deadline",
 	// "configuration" or "listing".
 	StoppedBy string `json:"-"`
+
+	// Statuses and MissingScope count the listed connections (record.go).
+	Statuses     map[connection.Status]int64 `json:"-"`
+	MissingScope int64                       `json:"-"`
 }
 
 // Run performs one sweep. It returns an error only when it could not list
@@ -130,6 +140,7 @@ func (s *Sweeper) Run(ctx context.Context) (Summary, error) {
 	}
 
 	sum.DurationMS = s.now().Sub(start).Milliseconds()
+	s.record(ctx, start, sum)
 	ev := s.Log.Info()
 	if sum.StoppedBy != "" {
 		ev = s.Log.Warn()
@@ -173,6 +184,7 @@ func (s *Sweeper) list(ctx context.Context, sum *Summary, work chan<- string) er
 		now := s.now()
 		for _, c := range page.Connections {
 			sum.ConnectionsTotal++
+			s.tally(sum, c)
 			if !s.Policy.DueForSweep(c, now) {
 				continue
 			}

@@ -82,3 +82,12 @@ func TestMapError(t *testing.T) {
 		})
 	}
 }
+
+// The table check reads the connections table at a key no user can have:
+// were it a valid user_id, the probe would read (and a change to it could
+// touch) a real user's row.
+func TestConnectionsProbeKeyIsNoUser(t *testing.T) {
+	if err := connection.ValidUserID(connectionsProbeKey); err == nil {
+		t.Errorf("probe key %q is a valid user_id", connectionsProbeKey)
+	}
+}
