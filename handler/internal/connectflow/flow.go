@@ -278,7 +278,9 @@ func (s *Service) CompleteConnect(ctx context.Context, cb Callback) (string, err
 	if previous == connection.StatusReconnectRequired {
 		typ = connection.EventRecovered
 	}
-	s.Events.Publish(connection.Event{Type: typ, UserID: c.UserID, At: now, Account: &acct})
+	// Stored: make the event as durable before answering. A failure is
+	// logged by the publisher; the connection is stored either way.
+	_ = s.Events.Publish(ctx, connection.Event{Type: typ, UserID: c.UserID, At: now, Account: &acct})
 	log.Info().Str("event", "connected").Str("account_id", acct.ID).Str("tenant_id", acct.TenantID).Msg("connection stored")
 	return withResult(st.ReturnURL, url.Values{"microsoft": {"connected"}}), nil
 }

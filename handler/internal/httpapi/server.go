@@ -42,6 +42,11 @@ type Server struct {
 	Events  connection.Publisher
 	Keys    CMSKeys
 	Refresh http.Handler // POST /refresh (the timer), speaking the host protocol
+	// Webhook is POST /webhook: the queue trigger of the webhook
+	// deliveries' queue, speaking the host protocol. Nil without
+	// CMS_WEBHOOK_URL: the host then gets 503 and, after maxDequeueCount,
+	// moves the message to the poison queue, where nothing is lost.
+	Webhook http.Handler
 	Log     zerolog.Logger
 	Now     func() time.Time
 }
@@ -72,6 +77,11 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("DELETE /api/connections/{user_id}", s.cms(s.needs(storage, store, s.deleteConnection)))
 	mux.Handle("POST /api/connections/{user_id}/token", s.cms(s.needs(append(ms, config.AreaRefresh), tok, s.token)))
 	mux.Handle("POST /refresh", s.needs(append(ms, config.AreaRefresh), refresh != nil, refresh))
+	var webhook http.HandlerFunc
+	if s.Webhook != nil {
+		webhook = s.Webhook.ServeHTTP
+	}
+	mux.Handle("POST /webhook", s.needs([]config.Area{config.AreaWebhook}, webhook != nil, webhook))
 
 	// Anything else under /api is a JSON 404, not the mux's text.
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
