@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -182,5 +183,29 @@ func TestDeliveryLatency(t *testing.T) {
 	t.Logf("| %v | %v | %v | %v |", q(0.50).Round(time.Millisecond), q(0.90).Round(time.Millisecond), q(0.99).Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
 	if q(0.99) > 5*time.Second {
 		t.Errorf("p99 %v: a healthy delivery should take seconds at most", q(0.99))
+	}
+}
+
+// Without CMS_WEBHOOK_URL the queue trigger's route answers 503
+// not_configured: the host keeps the message (and poisons it after
+// maxDequeueCount) instead of losing it.
+func TestWebhookFunctionWithoutWebhookKeepsTheMessage(t *testing.T) {
+	s := start(t, nil)
+	payload, err := os.ReadFile("../funchost/testdata/queue_request.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, s.HandlerURL+"/webhook", bytes.NewReader(payload))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Azure-Functions-InvocationId", "0b7e3c55-9d3c-4b1e-8a57-3f0a1c2d4e6f")
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	r := response{status: resp.StatusCode, body: b}
+	if r.status != http.StatusServiceUnavailable || r.errorCode(t) != "not_configured" {
+		t.Errorf("POST /webhook without a webhook: %d %s", r.status, b)
 	}
 }

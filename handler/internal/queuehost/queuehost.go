@@ -168,7 +168,7 @@ func Start(o Options) *Host {
 		o.HTTPClient = &http.Client{Timeout: lease}
 	}
 	if o.Settings.BatchSize <= 0 {
-		o.Settings = Defaults()
+		o.Settings.BatchSize = Defaults().BatchSize
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Host{o: o, cancel: cancel, done: make(chan struct{})}
