@@ -23,7 +23,6 @@ import (
 	"github.com/megdocs/msconnector/handler/internal/config"
 	"github.com/megdocs/msconnector/handler/internal/connectflow"
 	"github.com/megdocs/msconnector/handler/internal/connection"
-	"github.com/megdocs/msconnector/handler/internal/events"
 	"github.com/megdocs/msconnector/handler/internal/funchost"
 	"github.com/megdocs/msconnector/handler/internal/httpapi"
 	"github.com/megdocs/msconnector/handler/internal/sealing"
@@ -195,22 +194,10 @@ func build(cfg config.Config, d Deps) (*httpapi.Server, func()) {
 
 	var pub connection.Publisher = connection.NopPublisher{}
 	if cfg.WebhookURL != "" && len(cfg.Missing(config.AreaWebhook)) == 0 {
-		p, err := events.New(events.Options{
-			URL: cfg.WebhookURL, HTTPClient: d.HTTPClient, Now: d.Now, Logger: log,
-			Secret: func(ctx context.Context) (string, error) {
-				s, err := src.Get(ctx, secrets.WebhookSecret)
-				return s.Value, err
-			},
-		})
-		if err != nil {
-			log.Error().Str("event", "not_configured").Err(err).Msg("cannot use CMS_WEBHOOK_URL")
+		if p, h, err := webhook(cfg, d, src, lazyCred); err != nil {
+			log.Error().Str("event", "not_configured").Err(err).Msg("cannot use the webhook delivery queue")
 		} else {
-			pub = eventAdapter{p}
-			closers = append(closers, func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				_ = p.Close(ctx)
-			})
+			pub, srv.Webhook = p, h
 		}
 	}
 	srv.Events = pub

@@ -8,13 +8,18 @@ import (
 	"fmt"
 	"time"
 
+	"net/http"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/rs/zerolog"
 
 	"github.com/megdocs/msconnector/handler/internal/config"
 	"github.com/megdocs/msconnector/handler/internal/connection"
 	"github.com/megdocs/msconnector/handler/internal/events"
+	"github.com/megdocs/msconnector/handler/internal/funchost"
 	"github.com/megdocs/msconnector/handler/internal/msidentity"
 	"github.com/megdocs/msconnector/handler/internal/secrets"
+	"github.com/megdocs/msconnector/handler/internal/storagequeue"
 )
 
 // microsoft builds the identity client with the configured client
@@ -50,11 +55,48 @@ func microsoft(cfg config.Config, d Deps, src secrets.Source) (*msidentity.Clien
 	})
 }
 
-// eventAdapter publishes domain events through the webhook publisher.
-type eventAdapter struct{ p *events.Publisher }
+// webhook wires both sides of the webhook on the host's storage account:
+// the publisher that enqueues each event, and the queue-triggered function
+// (POST /webhook, binding "message" in functions/webhook/function.json)
+// that delivers one attempt per message.
+func webhook(cfg config.Config, d Deps, src secrets.Source, lazyCred func() (azcore.TokenCredential, error)) (connection.Publisher, http.Handler, error) {
+	o := storagequeue.Options{ConnectionString: cfg.QueueConnectionString, ServiceURL: cfg.QueueServiceURL, HTTPClient: d.HTTPClient}
+	if o.ConnectionString == "" {
+		c, err := lazyCred() // the same managed identity as the tables
+		if err != nil {
+			return nil, nil, err
+		}
+		o.Credential = c
+	}
+	qs, err := storagequeue.New(o)
+	if err != nil {
+		return nil, nil, err
+	}
+	queue := qs.Queue(cfg.WebhookQueue)
+	deliverer := &events.Deliverer{
+		URL: cfg.WebhookURL, HTTPClient: d.HTTPClient, Now: d.Now, Log: d.Log,
+		Queue: queue, Poison: qs.Queue(cfg.WebhookQueue + storagequeue.PoisonSuffix),
+		Secret: func(ctx context.Context) (string, error) {
+			s, err := src.Get(ctx, secrets.WebhookSecret)
+			return s.Value, err
+		},
+	}
+	h := funchost.QueueHandler("message", func(ctx context.Context, _ funchost.Invocation, m funchost.QueueMessage) ([]string, error) {
+		out, err := deliverer.Deliver(ctx, m.Body)
+		if err != nil {
+			return nil, err
+		}
+		return []string{"webhook delivery: " + out.String()}, nil
+	})
+	return eventAdapter{&events.Enqueuer{Queue: queue, Log: d.Log, Now: d.Now}}, h, nil
+}
 
-func (a eventAdapter) Publish(e connection.Event) {
-	a.p.Publish(events.Event{Type: e.Type, UserID: e.UserID, At: e.At, Account: e.Account, Reason: e.Reason})
+// eventAdapter publishes domain events through the webhook queue.
+type eventAdapter struct{ q *events.Enqueuer }
+
+func (a eventAdapter) Publish(ctx context.Context, e connection.Event) error {
+	_, err := a.q.Publish(ctx, events.Event{Type: e.Type, UserID: e.UserID, At: e.At, Account: e.Account, Reason: e.Reason})
+	return err
 }
 
 // expiryReminder logs secret_expiring once a day per secret version from 30

@@ -1,8 +1,9 @@
-// Package azurite runs a real Azurite Table Storage emulator as a child
-// process, in memory and on a free loopback port, for the store tests and for
-// `make run`. It owns finding the azurite-table binary (installed by
-// `make deps` under .devtools/npm), starting it, waiting until it answers and
-// stopping it without leaving an orphan behind.
+// Package azurite runs a real Azurite emulator (its Table service, or its
+// Queue service) as a child process, in memory and on a free loopback port,
+// for the store and queue tests and for `make run`. It owns finding the
+// azurite-table / azurite-queue binaries (installed by `make deps` under
+// .devtools/npm), starting one, waiting until it answers and stopping it
+// without leaving an orphan behind.
 //
 // It is development tooling: nothing in the deployed handler imports it.
 package azurite
@@ -63,9 +64,26 @@ const (
 // server is ours and not another process that holds the same port.
 var startedMarker = []byte("Azurite Table service successfully started")
 
+// queueStartedMarker is the Queue service's line (dist/src/queue/main.js).
+var queueStartedMarker = []byte("Azurite Queue service successfully listens on")
+
+// Service names one of Azurite's services.
+type Service string
+
+const (
+	// Table is the Table service (azurite-table), the default.
+	Table Service = "table"
+	// Queue is the Queue service (azurite-queue): the webhook deliveries'
+	// queue, as the Functions host's storage account carries it in Azure.
+	Queue Service = "queue"
+)
+
 // Options configure Start. The zero value is ready to use.
 type Options struct {
-	// Bin is the azurite-table executable. Empty: FindBinary.
+	// Service is what to run: Table (the zero value) or Queue.
+	Service Service
+	// Bin is the service's executable. Empty: FindBinary's azurite-table,
+	// or azurite-queue beside it.
 	Bin string
 	// Output, when set, receives the emulator's stdout and stderr.
 	Output io.Writer
@@ -75,6 +93,7 @@ type Options struct {
 
 // Emulator is one running Azurite Table service. Stop it when done.
 type Emulator struct {
+	service Service
 	port    int
 	cmd     *exec.Cmd
 	dir     string // its working directory, Azurite's workspace; removed by Stop
@@ -91,10 +110,24 @@ type Emulator struct {
 // Stop.
 func Start(ctx context.Context, opts Options) (*Emulator, error) {
 	bin := opts.Bin
+	service := opts.Service
+	if service == "" {
+		service = Table
+	}
+	if service != Table && service != Queue {
+		return nil, fmt.Errorf("azurite: unknown service %q", service)
+	}
 	if bin == "" {
 		var err error
 		if bin, err = FindBinary(); err != nil {
 			return nil, err
+		}
+		if service == Queue {
+			// npm installs every service's launcher in the same .bin.
+			bin = filepath.Join(filepath.Dir(bin), "azurite-queue")
+			if _, err := os.Stat(bin); err != nil {
+				return nil, fmt.Errorf("%w: %s: %w", ErrNotInstalled, bin, err)
+			}
 		}
 	} else if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrNotInstalled, bin, err)
@@ -105,7 +138,7 @@ func Start(ctx context.Context, opts Options) (*Emulator, error) {
 	}
 	var errs []error
 	for range startAttempts {
-		e, err := startOnce(ctx, bin, opts.Output, timeout)
+		e, err := startOnce(ctx, service, bin, opts.Output, timeout)
 		if err == nil {
 			return e, nil
 		}
@@ -127,7 +160,7 @@ var errPortTaken = errors.New("azurite: port taken")
 
 const addrInUse = "EADDRINUSE"
 
-func startOnce(ctx context.Context, bin string, output io.Writer, timeout time.Duration) (*Emulator, error) {
+func startOnce(ctx context.Context, service Service, bin string, output io.Writer, timeout time.Duration) (*Emulator, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -140,7 +173,11 @@ func startOnce(ctx context.Context, bin string, output io.Writer, timeout time.D
 	if err != nil {
 		return nil, fmt.Errorf("azurite: workspace: %w", err)
 	}
-	out := newOutputWriter(output)
+	marker := startedMarker
+	if service == Queue {
+		marker = queueStartedMarker
+	}
+	out := newOutputWriter(output, marker)
 	cmd := exec.Command(bin,
 		"--inMemoryPersistence",
 		"--disableTelemetry",
@@ -151,8 +188,8 @@ func startOnce(ctx context.Context, bin string, output io.Writer, timeout time.D
 		"--loose",
 		// The access log would flood Output with a line per request.
 		"--silent",
-		"--tableHost", "127.0.0.1",
-		"--tablePort", strconv.Itoa(port),
+		"--"+string(service)+"Host", "127.0.0.1",
+		"--"+string(service)+"Port", strconv.Itoa(port),
 	)
 	cmd.Dir = dir
 	cmd.Stdout = out
@@ -165,7 +202,7 @@ func startOnce(ctx context.Context, bin string, output io.Writer, timeout time.D
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("azurite: start %s: %w", bin, err)
 	}
-	e := &Emulator{port: port, cmd: cmd, dir: dir, out: out, exited: make(chan struct{})}
+	e := &Emulator{service: service, port: port, cmd: cmd, dir: dir, out: out, exited: make(chan struct{})}
 	go func() {
 		e.waitErr = cmd.Wait()
 		close(e.exited)
@@ -190,7 +227,10 @@ func (e *Emulator) waitReady(ctx context.Context, timeout time.Duration) error {
 	}
 	client := &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: time.Second}
 	defer client.CloseIdleConnections()
-	url := e.TableEndpoint() + "/Tables"
+	url := e.Endpoint() + "/Tables"
+	if e.service == Queue {
+		url = e.Endpoint() + "?comp=list"
+	}
 	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
@@ -222,16 +262,24 @@ func (e *Emulator) exitedEarly() error {
 // Port is the loopback port the emulator listens on.
 func (e *Emulator) Port() int { return e.port }
 
-// TableEndpoint is the Table service URL, account path included.
-func (e *Emulator) TableEndpoint() string {
+// Endpoint is the service's URL, account path included.
+func (e *Emulator) Endpoint() string {
 	return "http://127.0.0.1:" + strconv.Itoa(e.port) + "/" + Account
 }
 
-// ConnectionString is a full connection string for aztables
-// (NewServiceClientFromConnectionString) and TABLES_CONNECTION_STRING.
+// TableEndpoint is the Table service URL, account path included.
+func (e *Emulator) TableEndpoint() string { return e.Endpoint() }
+
+// ConnectionString is a full connection string for the service: for the
+// Table service, aztables' and TABLES_CONNECTION_STRING's; for the Queue
+// service, azqueue's and AzureWebJobsStorage's.
 func (e *Emulator) ConnectionString() string {
+	name := "TableEndpoint="
+	if e.service == Queue {
+		name = "QueueEndpoint="
+	}
 	return "DefaultEndpointsProtocol=http;AccountName=" + Account + ";AccountKey=" + Key +
-		";TableEndpoint=" + e.TableEndpoint() + ";"
+		";" + name + e.Endpoint() + ";"
 }
 
 // Pid is the emulator's process ID (also its process group ID on Unix).
@@ -315,6 +363,7 @@ func freePort() (int, error) {
 // outputWriter forwards the emulator's output, keeps its tail for error
 // messages and signals the start-up line.
 type outputWriter struct {
+	marker  []byte
 	mu      sync.Mutex
 	forward io.Writer
 	buf     []byte // the last outputTail bytes
@@ -323,8 +372,8 @@ type outputWriter struct {
 	seen    bool
 }
 
-func newOutputWriter(forward io.Writer) *outputWriter {
-	return &outputWriter{forward: forward, started: make(chan struct{})}
+func newOutputWriter(forward io.Writer, marker []byte) *outputWriter {
+	return &outputWriter{marker: marker, forward: forward, started: make(chan struct{})}
 }
 
 func (w *outputWriter) Write(p []byte) (int, error) {
@@ -336,13 +385,13 @@ func (w *outputWriter) Write(p []byte) (int, error) {
 	}
 	if !w.seen {
 		w.scan = append(w.scan, p...)
-		if bytes.Contains(w.scan, startedMarker) {
+		if bytes.Contains(w.scan, w.marker) {
 			w.seen = true
 			w.scan = nil
 			close(w.started)
 		} else if i := bytes.LastIndexByte(w.scan, '\n'); i >= 0 {
 			w.scan = append(w.scan[:0], w.scan[i+1:]...)
-		} else if n := len(startedMarker); len(w.scan) > 4*outputTail {
+		} else if n := len(w.marker); len(w.scan) > 4*outputTail {
 			// A very long line without the marker: keep only what could
 			// still be the marker's beginning.
 			w.scan = append(w.scan[:0], w.scan[len(w.scan)-n:]...)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -325,7 +326,7 @@ func TestStartHonoursContext(t *testing.T) {
 
 func TestOutputWriterFindsSplitMarkerAndKeepsTail(t *testing.T) {
 	var forwarded bytes.Buffer
-	w := newOutputWriter(&forwarded)
+	w := newOutputWriter(&forwarded, startedMarker)
 	line := "Azurite Table service successfully started on 127.0.0.1:1234\n"
 	w.Write([]byte("Azurite Table service is starting\nAzurite Table serv"))
 	select {
@@ -345,5 +346,32 @@ func TestOutputWriterFindsSplitMarkerAndKeepsTail(t *testing.T) {
 	}
 	if !strings.HasPrefix(forwarded.String(), "Azurite Table service is starting\n"+line) {
 		t.Errorf("output not forwarded: %.80q", forwarded.String())
+	}
+}
+
+// The Queue service starts from the same npm package, answers on its own
+// port, and its connection string names a QueueEndpoint (what azqueue and
+// AzureWebJobsStorage read).
+func TestStartQueueService(t *testing.T) {
+	if os.Getenv(SkipEnv) == "1" {
+		t.Skip(SkipEnv + "=1")
+	}
+	e, err := Start(context.Background(), Options{Service: Queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Stop()
+	cs := e.ConnectionString()
+	if !strings.Contains(cs, "QueueEndpoint=http://127.0.0.1:"+strconv.Itoa(e.Port())+"/"+Account+";") || strings.Contains(cs, "TableEndpoint") {
+		t.Errorf("connection string %q", cs)
+	}
+	resp, err := http.Get(e.Endpoint() + "?comp=list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	// Unsigned: refused, but by the Queue service.
+	if resp.StatusCode != http.StatusForbidden && resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("unsigned list queues: %d", resp.StatusCode)
 	}
 }

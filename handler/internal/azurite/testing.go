@@ -13,12 +13,15 @@ import (
 // test that silently skips proves nothing.
 const SkipEnv = "SKIP_AZURITE"
 
-// shared is the test binary's emulator under RunTests.
+// shared is the test binary's emulators under RunTests: the Table service
+// and, started only when a test asks for it, the Queue service.
 var shared struct {
-	mu      sync.Mutex
-	managed bool // RunTests will stop the emulator after the last test
-	emu     *Emulator
-	err     error // a failed start is not retried: every test would wait for it again
+	mu       sync.Mutex
+	managed  bool // RunTests will stop the emulators after the last test
+	emu      *Emulator
+	err      error // a failed start is not retried: every test would wait for it again
+	queue    *Emulator
+	queueErr error
 }
 
 // RunTests runs a test binary's tests and then stops the emulator they
@@ -34,14 +37,17 @@ func RunTests(m *testing.M) int {
 
 	shared.mu.Lock()
 	defer shared.mu.Unlock()
-	if shared.emu != nil {
-		if err := shared.emu.Stop(); err != nil {
+	for _, e := range []**Emulator{&shared.emu, &shared.queue} {
+		if *e == nil {
+			continue
+		}
+		if err := (*e).Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			if code == 0 {
 				code = 1
 			}
 		}
-		shared.emu = nil
+		*e = nil
 	}
 	shared.managed = false
 	return code
@@ -55,13 +61,26 @@ func RunTests(m *testing.M) int {
 // run `make deps`), and skips t only when SKIP_AZURITE=1.
 func ForTest(t testing.TB) string {
 	t.Helper()
+	return forTest(t, Table)
+}
+
+// QueueForTest is ForTest for the Queue service: a connection string with
+// a QueueEndpoint (AzureWebJobsStorage's form). Give each test its own
+// queue names.
+func QueueForTest(t testing.TB) string {
+	t.Helper()
+	return forTest(t, Queue)
+}
+
+func forTest(t testing.TB, service Service) string {
+	t.Helper()
 	if os.Getenv(SkipEnv) == "1" {
 		t.Skipf("%s=1: skipping a test that needs the Azurite Table emulator", SkipEnv)
 	}
 	shared.mu.Lock()
 	if !shared.managed {
 		shared.mu.Unlock()
-		e, err := Start(context.Background(), Options{})
+		e, err := Start(context.Background(), Options{Service: service})
 		if err != nil {
 			t.Fatal(failure(err))
 		}
@@ -73,16 +92,20 @@ func ForTest(t testing.TB) string {
 		return e.ConnectionString()
 	}
 	defer shared.mu.Unlock()
-	if shared.emu == nil && shared.err == nil {
-		shared.emu, shared.err = Start(context.Background(), Options{})
+	emu, errp := &shared.emu, &shared.err
+	if service == Queue {
+		emu, errp = &shared.queue, &shared.queueErr
 	}
-	if shared.err != nil {
-		t.Fatal(failure(shared.err))
+	if *emu == nil && *errp == nil {
+		*emu, *errp = Start(context.Background(), Options{Service: service})
 	}
-	return shared.emu.ConnectionString()
+	if *errp != nil {
+		t.Fatal(failure(*errp))
+	}
+	return (*emu).ConnectionString()
 }
 
 func failure(err error) string {
-	return fmt.Sprintf("%v\nThis test needs the Azurite Table emulator: run `make deps` (npm ci in .devtools/npm) "+
+	return fmt.Sprintf("%v\nThis test needs the Azurite emulator: run `make deps` (npm ci in .devtools/npm) "+
 		"or set %s to an azurite-table binary; %s=1 skips these tests explicitly.", err, BinEnv, SkipEnv)
 }

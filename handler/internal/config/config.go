@@ -29,7 +29,8 @@ const (
 	AreaReturnURLs Area = "return_urls"
 	// AreaRefresh: the REFRESH_* policy; token API and timer.
 	AreaRefresh Area = "refresh"
-	// AreaWebhook: CMS_WEBHOOK_URL.
+	// AreaWebhook: CMS_WEBHOOK_URL, WEBHOOK_QUEUE and the host's storage
+	// (AzureWebJobsStorage or AzureWebJobsStorage__queueServiceUri).
 	AreaWebhook Area = "webhook"
 	// AreaDiagnostics: MICROSOFT_APP_TENANT_ID; only GET /api/diagnostics
 	// uses it (its credential check).
@@ -76,8 +77,17 @@ type Config struct {
 	RefreshConcurrency int
 	RefreshDeadline    time.Duration
 
-	WebhookURL      string
-	SecretsCacheTTL time.Duration
+	WebhookURL string
+	// WebhookQueue is WEBHOOK_QUEUE; its poison queue is
+	// WebhookQueue + "-poison".
+	WebhookQueue string
+	// QueueConnectionString is AzureWebJobsStorage (Azurite, development);
+	// QueueServiceURL is AzureWebJobsStorage__queueServiceUri (Azure, with
+	// the managed identity). The host's own storage account: the one its
+	// queue trigger reads.
+	QueueConnectionString string
+	QueueServiceURL       string
+	SecretsCacheTTL       time.Duration
 
 	Problems []Problem
 }
@@ -113,6 +123,9 @@ var Settings = []Setting{
 	{Name: "REFRESH_CONCURRENCY", Default: "16"},
 	{Name: "REFRESH_DEADLINE", Default: "4m"},
 	{Name: "CMS_WEBHOOK_URL"},
+	{Name: "WEBHOOK_QUEUE", Default: DefaultWebhookQueue},
+	{Name: "AzureWebJobsStorage"},
+	{Name: "AzureWebJobsStorage__queueServiceUri"},
 	{Name: "SECRETS_CACHE_TTL", Default: "5m"},
 }
 
@@ -133,6 +146,9 @@ func Load(getenv func(string) string) Config {
 		AzureClientID:          l.str("AZURE_CLIENT_ID", ""),
 		AppTenantID:            l.str("MICROSOFT_APP_TENANT_ID", ""),
 		WebhookURL:             l.str("CMS_WEBHOOK_URL", ""),
+		WebhookQueue:           l.str("WEBHOOK_QUEUE", DefaultWebhookQueue),
+		QueueConnectionString:  l.str("AzureWebJobsStorage", ""),
+		QueueServiceURL:        strings.TrimRight(l.str("AzureWebJobsStorage__queueServiceUri", ""), "/"),
 	}
 	c.Policy = connection.DefaultPolicy()
 	c.Policy.Margin = l.duration("REFRESH_MARGIN", AreaRefresh, c.Policy.Margin, 0, 59*time.Minute)
@@ -156,9 +172,38 @@ func Load(getenv func(string) string) Config {
 		if err := checkURL(c.WebhookURL, false); err != nil {
 			l.problem("CMS_WEBHOOK_URL", AreaWebhook, err.Error())
 		}
+		l.validateWebhookQueue(&c)
 	}
 	c.Problems = l.problems
 	return c
+}
+
+// DefaultWebhookQueue is WEBHOOK_QUEUE's default.
+const DefaultWebhookQueue = "webhook-deliveries"
+
+// queueName is Queue Storage's rule for queue names (3-63 characters,
+// lower-case letters, digits and single inner hyphens), shortened by the
+// "-poison" suffix the host appends for the poison queue.
+var queueName = regexp.MustCompile(`^[a-z0-9]([a-z0-9]|-[a-z0-9])+$`)
+
+const maxQueueName = 63 - len("-poison")
+
+// validateWebhookQueue: deliveries need the queue and the host's storage
+// account, the one its queue trigger reads.
+func (l *loader) validateWebhookQueue(c *Config) {
+	if !queueName.MatchString(c.WebhookQueue) || len(c.WebhookQueue) > maxQueueName {
+		l.problem("WEBHOOK_QUEUE", AreaWebhook, fmt.Sprintf("%q is not a queue name (3-%d of a-z, 0-9 and single inner hyphens)", c.WebhookQueue, maxQueueName))
+	}
+	switch {
+	case c.QueueConnectionString != "":
+	case c.QueueServiceURL != "":
+		if err := checkURL(c.QueueServiceURL, false); err != nil {
+			l.problem("AzureWebJobsStorage__queueServiceUri", AreaWebhook, err.Error())
+		}
+	default:
+		l.problem("AzureWebJobsStorage__queueServiceUri", AreaWebhook,
+			"CMS_WEBHOOK_URL needs the host's storage for its delivery queue: AzureWebJobsStorage__queueServiceUri (Azure, managed identity) or AzureWebJobsStorage (a connection string)")
+	}
 }
 
 // Err joins every problem, or nil.

@@ -128,3 +128,46 @@ func TestScopesNeedOfflineAccess(t *testing.T) {
 		t.Errorf("problems = %v", got)
 	}
 }
+
+// The webhook needs its queue and the host's storage; WEBHOOK_QUEUE
+// defaults to webhook-deliveries and must leave room for "-poison".
+func TestWebhookQueueSettings(t *testing.T) {
+	tests := []struct {
+		name    string
+		set     map[string]string
+		problem string // the setting named, "" for none
+		queue   string
+	}{
+		{"no webhook: nothing needed", map[string]string{}, "", DefaultWebhookQueue},
+		{"connection string", map[string]string{"CMS_WEBHOOK_URL": "https://cms.example/hooks", "AzureWebJobsStorage": "UseDevelopmentStorage=true"}, "", DefaultWebhookQueue},
+		{"service URL", map[string]string{"CMS_WEBHOOK_URL": "https://cms.example/hooks", "AzureWebJobsStorage__queueServiceUri": "https://st.queue.core.windows.net/"}, "", DefaultWebhookQueue},
+		{"no storage", map[string]string{"CMS_WEBHOOK_URL": "https://cms.example/hooks"}, "AzureWebJobsStorage__queueServiceUri", DefaultWebhookQueue},
+		{"plain http service URL", map[string]string{"CMS_WEBHOOK_URL": "https://cms.example/hooks", "AzureWebJobsStorage__queueServiceUri": "http://st.queue.core.windows.net"}, "AzureWebJobsStorage__queueServiceUri", DefaultWebhookQueue},
+		{"custom queue", map[string]string{"CMS_WEBHOOK_URL": "https://cms.example/hooks", "AzureWebJobsStorage": "x", "WEBHOOK_QUEUE": "hooks-2"}, "", "hooks-2"},
+		{"upper case", map[string]string{"CMS_WEBHOOK_URL": "https://cms.example/hooks", "AzureWebJobsStorage": "x", "WEBHOOK_QUEUE": "Hooks"}, "WEBHOOK_QUEUE", "Hooks"},
+		{"double hyphen", map[string]string{"CMS_WEBHOOK_URL": "https://cms.example/hooks", "AzureWebJobsStorage": "x", "WEBHOOK_QUEUE": "a--b"}, "WEBHOOK_QUEUE", "a--b"},
+		{"no room for -poison", map[string]string{"CMS_WEBHOOK_URL": "https://cms.example/hooks", "AzureWebJobsStorage": "x", "WEBHOOK_QUEUE": strings.Repeat("q", 57)}, "WEBHOOK_QUEUE", strings.Repeat("q", 57)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := valid()
+			for k, v := range tt.set {
+				m[k] = v
+			}
+			c := Load(env(m))
+			got := ""
+			for _, p := range c.Missing(AreaWebhook) {
+				got = p.Setting
+			}
+			if got != tt.problem {
+				t.Errorf("problem with %q, want %q (%v)", got, tt.problem, c.Problems)
+			}
+			if c.WebhookQueue != tt.queue {
+				t.Errorf("WebhookQueue = %q", c.WebhookQueue)
+			}
+		})
+	}
+	if c := Load(env(map[string]string{"AzureWebJobsStorage__queueServiceUri": "https://st.queue.core.windows.net/"})); c.QueueServiceURL != "https://st.queue.core.windows.net" {
+		t.Errorf("QueueServiceURL = %q", c.QueueServiceURL)
+	}
+}

@@ -26,10 +26,11 @@ type events struct {
 	got []connection.Event
 }
 
-func (e *events) Publish(ev connection.Event) {
+func (e *events) Publish(_ context.Context, ev connection.Event) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.got = append(e.got, ev)
+	return nil
 }
 
 func (e *events) types() []string {

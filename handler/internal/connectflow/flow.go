@@ -385,7 +385,9 @@ func (s *Service) Complete(ctx context.Context, userID, connectCode string) (con
 		typ = connection.EventRecovered
 	}
 	acct := c.Account
-	s.Events.Publish(connection.Event{Type: typ, UserID: userID, At: now, Account: &acct})
+	// Stored: make the event as durable before answering. A failure is
+	// logged by the publisher; the connection is stored either way.
+	_ = s.Events.Publish(ctx, connection.Event{Type: typ, UserID: userID, At: now, Account: &acct})
 	s.Log.Info().Str("event", "connected").Str("user_id", userID).Str("account_id", acct.ID).Str("tenant_id", acct.TenantID).Msg("connection stored")
 	return c, nil
 }

@@ -47,16 +47,23 @@ const (
 	EventDisconnected      = "connection.disconnected"
 )
 
-// Publisher delivers events without ever blocking the caller.
+// Publisher makes an event durable: it returns once the event is stored
+// for delivery (on the webhook queue), never waiting for the CMS. Call it
+// after the change the event reports is stored and before answering
+// whoever caused it, so the event is as durable as the change.
+//
+// An error means the event is lost; the publisher has logged it
+// (webhook_dropped). Callers do not fail their request on it: the change
+// is stored, and their own answer reports it.
 type Publisher interface {
-	Publish(e Event)
+	Publish(ctx context.Context, e Event) error
 }
 
 // NopPublisher drops events (no CMS_WEBHOOK_URL).
 type NopPublisher struct{}
 
 // Publish does nothing.
-func (NopPublisher) Publish(Event) {}
+func (NopPublisher) Publish(context.Context, Event) error { return nil }
 
 // oidcScopes only shape the id_token; they are not permissions the CMS can
 // use, so they are not reported as a connection's scopes.

@@ -27,6 +27,7 @@ import (
 	"github.com/megdocs/msconnector/handler/internal/config"
 	"github.com/megdocs/msconnector/handler/internal/democms"
 	"github.com/megdocs/msconnector/handler/internal/devidp"
+	"github.com/megdocs/msconnector/handler/internal/queuehost"
 )
 
 // ClientID is the stand-in's only application.
@@ -82,6 +83,8 @@ type Stack struct {
 	RealMicrosoft bool
 
 	azurite *azurite.Emulator
+	queue   *azurite.Emulator // Azurite's Queue service: webhook deliveries
+	trigger *queuehost.Host   // plays the host's queue trigger
 	cancel  context.CancelFunc
 	done    chan error
 	servers []*http.Server
@@ -194,6 +197,9 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	s.IDP = idp
 	s.serve(il, idp)
 
+	if err := s.startQueue(ctx, env); err != nil {
+		return nil, err
+	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	cfg := config.Load(mapEnv(env))
@@ -223,6 +229,9 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			return nil, fmt.Errorf("devstack: %s did not answer: %w", u, err)
 		}
 	}
+	if err := s.startTrigger(env, logs); err != nil {
+		return nil, err
+	}
 	if o.Timer > 0 {
 		go s.runTimer(runCtx, o.Timer)
 	}
@@ -231,6 +240,10 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 
 // Stop ends everything Start started, Azurite included.
 func (s *Stack) Stop() {
+	if s.trigger != nil {
+		s.trigger.Stop()
+		s.trigger = nil
+	}
 	if s.cancel != nil {
 		s.cancel()
 		<-s.done
@@ -245,6 +258,10 @@ func (s *Stack) Stop() {
 	if s.azurite != nil {
 		_ = s.azurite.Stop()
 		s.azurite = nil
+	}
+	if s.queue != nil {
+		_ = s.queue.Stop()
+		s.queue = nil
 	}
 }
 

@@ -1,13 +1,19 @@
 // Package events tells the CMS when a connection's status changes, through the
-// optional webhook of the contract ("Events"): it builds the JSON body once per
-// event, signs it with the cms-webhook-secret (HMAC-SHA256), and delivers it
-// from background workers with retries, so that a slow or absent CMS never
+// optional webhook of the contract ("Events"). The Enqueuer builds the JSON
+// body once per event and puts it, with its delivery ID, on a Storage queue
+// before the request that caused it returns; the queue-triggered Deliverer
+// signs it with the cms-webhook-secret (HMAC-SHA256) and POSTs it, one
+// attempt per queue message, scheduling the next attempt as a new message
+// with a backoff delay. Nothing lives in an instance's memory, so an event
+// survives the instance that raised it, and a slow or absent CMS never
 // delays a user's request, a callback or a sweep.
 //
-// It owns the wire format of events, their signature and their delivery. It
-// does not decide when a status changes (connectflow, tokens and sweep do),
-// and it does not read settings or secrets itself: the URL and a function
-// returning the current secret are injected.
+// It owns the wire format of events and of their queue messages, their
+// signature and the retry schedule. It does not decide when a status
+// changes (connectflow, tokens and sweep do), does not talk to Queue
+// Storage itself (a Sender is injected) and does not read settings or
+// secrets: the URL and a function returning the current secret are
+// injected.
 package events
 
 import (
@@ -52,7 +58,7 @@ const signaturePrefix = "sha256="
 // Event is one change of a connection's status.
 //
 // ID is left empty by callers: Publish assigns a random one. At is the time
-// of the change (Publish uses the publisher's clock when it is zero).
+// of the change (Publish uses its clock when it is zero).
 // Account is nil when the connection has none to report (for example after
 // a deletion that did not load it); Reason is empty except on
 // TypeReconnectRequired.

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // FuzzDecodeTimer: whatever the body, DecodeTimer does not panic, every
@@ -57,4 +58,36 @@ func hostBody(t *testing.T, ti TimerInfo) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// FuzzDecodeQueue: whatever the body, DecodeQueue does not panic, every
+// error is an ErrInvalidInvocation, and a message it accepts comes back
+// unchanged when the host wraps it again (so the double decoding never
+// alters a message's bytes).
+func FuzzDecodeQueue(f *testing.F) {
+	f.Add(readGolden(f, "queue_request.json"))
+	f.Add([]byte(`{"Data":{"message":"\"hello\""},"Metadata":{"DequeueCount":2}}`))
+	f.Add([]byte(`{"Data":{"message":{"a":1}}}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		m, inv, err := DecodeQueue(bytes.NewReader(body), "message")
+		if err != nil {
+			if !errors.Is(err, ErrInvalidInvocation) {
+				t.Fatalf("error %v is not an ErrInvalidInvocation", err)
+			}
+			return
+		}
+		if utf8.Valid(m.Body) {
+			once, _ := json.Marshal(string(m.Body))
+			twice, _ := json.Marshal(map[string]any{"Data": map[string]string{"message": string(once)}})
+			again, _, err := DecodeQueue(bytes.NewReader(twice), "message")
+			if err != nil || !bytes.Equal(again.Body, m.Body) {
+				t.Fatalf("the host's wrapping of %q decoded to %q, %v", m.Body, again.Body, err)
+			}
+		}
+		rec := httptest.NewRecorder()
+		WriteResponse(rec, InvocationResponse{Logs: inv.Warnings})
+		if rec.Code != http.StatusOK || !json.Valid(rec.Body.Bytes()) {
+			t.Fatalf("response for warnings %q: %d %s", inv.Warnings, rec.Code, rec.Body)
+		}
+	})
 }

@@ -182,7 +182,9 @@ func (s *Server) deleteConnection(w http.ResponseWriter, r *http.Request) {
 	}
 	if getErr == nil {
 		acct := old.Account
-		s.Events.Publish(connection.Event{Type: connection.EventDisconnected, UserID: id, At: s.now(), Account: &acct})
+		// Deleted: make the event as durable before answering. A failure
+		// is logged by the publisher; the deletion stands either way.
+		_ = s.Events.Publish(r.Context(), connection.Event{Type: connection.EventDisconnected, UserID: id, At: s.now(), Account: &acct})
 		s.Log.Info().Str("event", "disconnected").Str("user_id", id).Msg("connection deleted")
 	}
 	w.WriteHeader(http.StatusNoContent)

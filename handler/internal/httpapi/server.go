@@ -43,6 +43,11 @@ type Server struct {
 	Events  connection.Publisher
 	Keys    CMSKeys
 	Refresh http.Handler // POST /refresh (the timer), speaking the host protocol
+	// Webhook is POST /webhook: the queue trigger of the webhook
+	// deliveries' queue, speaking the host protocol. Nil without
+	// CMS_WEBHOOK_URL: the host then gets 503 and, after maxDequeueCount,
+	// moves the message to the poison queue, where nothing is lost.
+	Webhook http.Handler
 	Log     zerolog.Logger
 	Now     func() time.Time
 
@@ -80,6 +85,11 @@ func (s *Server) Handler() http.Handler {
 	// Diagnostics needs only the CMS key: it reports what else is missing.
 	mux.Handle("GET /api/diagnostics", s.cms(s.needs(nil, s.Diagnostics != nil, s.diagnostics)))
 	mux.Handle("POST /refresh", s.needs(append(ms, config.AreaRefresh), refresh != nil, refresh))
+	var webhook http.HandlerFunc
+	if s.Webhook != nil {
+		webhook = s.Webhook.ServeHTTP
+	}
+	mux.Handle("POST /webhook", s.needs([]config.Area{config.AreaWebhook}, webhook != nil, webhook))
 
 	// Anything else, on any path, is the contract's JSON 404 or 405;
 	// except a path below /api/connections/ whose {user_id} segment is not

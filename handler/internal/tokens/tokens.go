@@ -389,7 +389,9 @@ func (s *Service) markReconnect(ctx context.Context, c connection.Connection, co
 		return fmt.Errorf("tokens: mark reconnect_required: %w", err)
 	}
 	acct := c.Account
-	s.Events.Publish(connection.Event{Type: connection.EventReconnectRequired, UserID: c.UserID, At: now, Account: &acct, Reason: code})
+	// Stored: make the event as durable before returning. A failure is
+	// logged by the publisher; the status is stored either way.
+	_ = s.Events.Publish(ctx, connection.Event{Type: connection.EventReconnectRequired, UserID: c.UserID, At: now, Account: &acct, Reason: code})
 	return nil
 }
 

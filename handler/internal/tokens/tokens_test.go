@@ -80,10 +80,11 @@ type recorder struct {
 	events []connection.Event
 }
 
-func (r *recorder) Publish(e connection.Event) {
+func (r *recorder) Publish(_ context.Context, e connection.Event) error {
 	r.mu.Lock()
 	r.events = append(r.events, e)
 	r.mu.Unlock()
+	return nil
 }
 
 type fixture struct {
