@@ -65,73 +65,81 @@ var _ connection.ClassifiedError = (*DiscoveryError)(nil)
 // discovery caches the issuer template of one authority and tenant. Safe for
 // concurrent use: callers that find no fresh value share one fetch.
 type discovery struct {
-	url string
-	hc  *http.Client
-	now func() time.Time
+	url     string
+	hc      *http.Client
+	now     func() time.Time
+	timeout time.Duration // discoveryTimeout; tests shorten it
 
 	mu        sync.Mutex
 	issuer    string    // last good issuer template
 	fetchedAt time.Time // when issuer was fetched
 	failure   error     // last failed fetch, if newer than the good one
 	failedAt  time.Time
-	inflight  chan struct{} // closed when the running fetch ends
+	inflight  *fetchCall // the running fetch, if any
+}
+
+// fetchCall is one fetch and, once done is closed, its outcome.
+type fetchCall struct {
+	done   chan struct{}
+	issuer string
+	err    error
 }
 
 func newDiscovery(authority, tenant string, hc *http.Client, now func() time.Time) *discovery {
 	return &discovery{
 		url: authority + "/" + url.PathEscape(tenant) + "/v2.0/.well-known/openid-configuration",
-		hc:  hc, now: now,
+		hc:  hc, now: now, timeout: discoveryTimeout,
 	}
 }
 
 // issuerTemplate returns the announced issuer, possibly holding
 // {tenantid}. A fresh good value is served without a request; a failure is
-// only ever returned, never stored over the good value.
+// remembered apart and never stored over the good value.
 func (d *discovery) issuerTemplate(ctx context.Context) (string, error) {
-	for {
-		d.mu.Lock()
-		now := d.now()
-		if d.issuer != "" && now.Sub(d.fetchedAt) < discoveryTTL {
-			iss := d.issuer
-			d.mu.Unlock()
-			return iss, nil
-		}
-		if d.failure != nil && now.Sub(d.failedAt) < discoveryFailureTTL {
-			err := d.failure
-			d.mu.Unlock()
-			return "", err
-		}
-		ch := d.inflight
-		if ch == nil {
-			ch = make(chan struct{})
-			d.inflight = ch
-			// Detached from the caller: the fetch serves every waiter,
-			// and one browser closing its tab must not fail the others.
-			go d.fetch(context.WithoutCancel(ctx), ch)
-		}
+	d.mu.Lock()
+	now := d.now()
+	if d.issuer != "" && now.Sub(d.fetchedAt) < discoveryTTL {
+		iss := d.issuer
 		d.mu.Unlock()
-		select {
-		case <-ch:
-			// Read the outcome on the next pass (fresh value or failure).
-		case <-ctx.Done():
-			return "", &DiscoveryError{URL: d.url, Err: ctx.Err()}
-		}
+		return iss, nil
+	}
+	if d.failure != nil && now.Sub(d.failedAt) < discoveryFailureTTL {
+		err := d.failure
+		d.mu.Unlock()
+		return "", err
+	}
+	call := d.inflight
+	if call == nil {
+		call = &fetchCall{done: make(chan struct{})}
+		d.inflight = call
+		// Detached from the caller: the fetch serves every waiter, and
+		// one browser closing its tab must not fail the others.
+		go d.fetch(context.WithoutCancel(ctx), call)
+	}
+	d.mu.Unlock()
+	select {
+	case <-call.done:
+		return call.issuer, call.err
+	case <-ctx.Done():
+		return "", &DiscoveryError{URL: d.url, Err: ctx.Err()}
 	}
 }
 
 // fetch reads the document once and records the outcome.
-func (d *discovery) fetch(ctx context.Context, done chan struct{}) {
-	ctx, cancel := context.WithTimeout(ctx, discoveryTimeout)
+func (d *discovery) fetch(ctx context.Context, call *fetchCall) {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	iss, err := d.get(ctx)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	defer close(done)
+	defer close(call.done)
 	d.inflight = nil
 	if err != nil {
-		d.failure, d.failedAt = &DiscoveryError{URL: d.url, Err: err}, d.now()
+		call.err = &DiscoveryError{URL: d.url, Err: err}
+		d.failure, d.failedAt = call.err, d.now()
 		return
 	}
+	call.issuer = iss
 	d.issuer, d.fetchedAt, d.failure = iss, d.now(), nil
 }
 

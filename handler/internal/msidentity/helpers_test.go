@@ -90,7 +90,7 @@ type standIn struct {
 	discoveries atomic.Int64
 }
 
-// discoveryPath is where the client reads the discovery document.
+// discoverySuffix ends where the client reads the discovery document.
 const discoverySuffix = "/v2.0/.well-known/openid-configuration"
 
 // issuerFor is the issuer Microsoft's document announces for a tenant
@@ -125,10 +125,21 @@ func discoveryJSON(t *testing.T, authority, tenant, issuer string) []byte {
 
 func newStandIn(t *testing.T, handle http.HandlerFunc) *standIn {
 	t.Helper()
+	return newStandInDiscovery(t, nil, handle)
+}
+
+// newStandInDiscovery is newStandIn whose discovery document discover
+// answers (nil: Microsoft's, on the stand-in's own host).
+func newStandInDiscovery(t *testing.T, discover http.HandlerFunc, handle http.HandlerFunc) *standIn {
+	t.Helper()
 	s := &standIn{}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if tenant, ok := strings.CutSuffix(r.URL.Path, discoverySuffix); ok && r.Method == http.MethodGet {
 			s.discoveries.Add(1)
+			if discover != nil {
+				discover(w, r)
+				return
+			}
 			tenant = strings.TrimPrefix(tenant, "/")
 			writeJSONBody(w, 200, discoveryJSON(t, s.URL, tenant, issuerFor(s.URL, tenant)))
 			return
