@@ -64,6 +64,9 @@ func TestExchangeChecksTheDiscoveredIssuer(t *testing.T) {
 		{name: "single tenant: the document's issuer but another tid", tenant: testTenantID,
 			issuer: func(string) string { return chinaIssuerHost + "/" + testTenantID + "/v2.0" },
 			claims: func(string) map[string]any { return claimsFor(otherTenant, chinaIssuerHost+"/"+testTenantID+"/v2.0") }},
+		{name: "tid that is not a tenant ID, pasted into the template", tenant: "common",
+			issuer: func(string) string { return publicIssuerHost + "/{tenantid}/v2.0" },
+			claims: func(string) map[string]any { return claimsFor("x/../y", publicIssuerHost+"/x/../y/v2.0") }},
 		{name: "iss with a trailing slash is not the issuer", tenant: "common",
 			issuer: func(string) string { return publicIssuerHost + "/{tenantid}/v2.0" },
 			claims: func(string) map[string]any {

@@ -335,6 +335,11 @@ func (c *Client) account(raw, issuer string) (connection.Account, error) {
 	if claims.Tid == "" || claims.Oid == "" {
 		return connection.Account{}, &IDTokenError{Reason: "tid or oid is missing"}
 	}
+	if !guidPattern.MatchString(claims.Tid) {
+		// Microsoft's tid is a GUID; anything else would also be pasted
+		// into the issuer template below.
+		return connection.Account{}, &IDTokenError{Reason: "tid is not a tenant ID"}
+	}
 	// The issuer's host is not always the authority's (Azure China's
 	// login.chinacloudapi.cn issues as login.partner.microsoftonline.cn,
 	// login.windows.net as login.microsoftonline.com), so only the
