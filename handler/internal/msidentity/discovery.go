@@ -182,6 +182,17 @@ func (d *discovery) get(ctx context.Context) (string, error) {
 	return doc.Issuer, nil
 }
 
+// issuerTenant is the tenant segment of a v2.0 issuer
+// (https://{host}/{tenant}/v2.0): the placeholder, or a fixed tenant.
+func issuerTenant(issuer string) string {
+	u, err := url.Parse(issuer)
+	if err != nil {
+		return ""
+	}
+	seg, _, _ := strings.Cut(strings.TrimPrefix(u.Path, "/"), "/")
+	return seg
+}
+
 // expectedIssuer is the issuer an id_token from tenant tid must carry:
 // the template with {tenantid} replaced. A template without the
 // placeholder (consumers, a tenant ID) is a fixed issuer.

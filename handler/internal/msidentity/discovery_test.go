@@ -55,6 +55,11 @@ func TestExchangeChecksTheDiscoveredIssuer(t *testing.T) {
 		{name: "consumers: a work tenant's token", tenant: "consumers",
 			issuer: func(string) string { return publicIssuerHost + "/" + personalTenantID + "/v2.0" },
 			claims: func(string) map[string]any { return claimsFor(testTenantID, publicIssuerHost+"/"+testTenantID+"/v2.0") }},
+		{name: "consumers: the document's issuer on a work tenant's token", tenant: "consumers",
+			issuer: func(string) string { return publicIssuerHost + "/" + personalTenantID + "/v2.0" },
+			claims: func(string) map[string]any {
+				return claimsFor(testTenantID, publicIssuerHost+"/"+personalTenantID+"/v2.0")
+			}},
 		{name: "single tenant", tenant: testTenantID,
 			issuer: func(string) string { return chinaIssuerHost + "/" + testTenantID + "/v2.0" },
 			claims: func(string) map[string]any { return claimsFor(testTenantID, chinaIssuerHost+"/"+testTenantID+"/v2.0") }, ok: true},

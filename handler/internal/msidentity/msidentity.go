@@ -348,6 +348,11 @@ func (c *Client) account(raw, issuer string) (connection.Account, error) {
 	if want := expectedIssuer(issuer, claims.Tid); claims.Iss != want {
 		return connection.Account{}, &IDTokenError{Reason: fmt.Sprintf("iss %q is not %q", claims.Iss, want)}
 	}
+	if t := issuerTenant(issuer); t != tenantPlaceholder && !strings.EqualFold(t, claims.Tid) {
+		// A fixed issuer (consumers, a tenant) names one tenant: a token
+		// of another tenant cannot have come from it.
+		return connection.Account{}, &IDTokenError{Reason: fmt.Sprintf("tid %q is not the issuer's tenant", claims.Tid)}
+	}
 	if guidPattern.MatchString(c.tenant) && !strings.EqualFold(c.tenant, claims.Tid) {
 		// A single-tenant configuration must not accept another tenant's
 		// account, whatever the endpoint says.
