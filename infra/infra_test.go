@@ -659,7 +659,12 @@ func loadFunctions(t *testing.T) []function {
 type hostJSON struct {
 	Version         string `json:"version"`
 	FunctionTimeout string `json:"functionTimeout"`
-	Extensions      struct {
+	Logging         struct {
+		ApplicationInsights struct {
+			EnableDependencyTracking *bool `json:"enableDependencyTracking"`
+		} `json:"applicationInsights"`
+	} `json:"logging"`
+	Extensions struct {
 		HTTP struct {
 			RoutePrefix *string `json:"routePrefix"`
 		} `json:"http"`
@@ -712,6 +717,13 @@ func TestHostJSON(t *testing.T) {
 	}
 	if h.routePrefix() != "api" {
 		t.Errorf("routePrefix = %q, want api (the contract's /api/... paths)", h.routePrefix())
+	}
+	// Some host versions record their own forwarded calls to the handler
+	// as dependency telemetry, URL and query included: the callback's code
+	// and state would reach Application Insights (azure-functions-host
+	// issue 11602; facts/azure-functions.md, Telemetry). The default is on.
+	if v := h.Logging.ApplicationInsights.EnableDependencyTracking; v == nil || *v {
+		t.Error("logging.applicationInsights.enableDependencyTracking must be false: otherwise the host may log the callback's code and state")
 	}
 
 	// The sweep must stop before the host kills the invocation.

@@ -10,6 +10,9 @@
 //	-redirect-url   MICROSOFT_OAUTH_CALLBACK_URL  http://localhost:8080/api/callback
 //	-expires-in     DEVIDP_EXPIRES_IN             1h (access token lifetime)
 //	-identity-header DEVIDP_IDENTITY_HEADER       devidp-local (IDENTITY_HEADER for the managed identity endpoint)
+//	-issuer-base    DEVIDP_ISSUER_BASE            empty: its own address (the issuer the discovery document
+//	                                              announces and id_tokens carry; https://login.partner.microsoftonline.cn
+//	                                              plays Azure China, https://login.microsoftonline.com login.windows.net)
 //
 // It prints one JSON line with event devidp_listening and the URLs to use
 // as MICROSOFT_AUTHORITY_HOST, MICROSOFT_GRAPH_URL and IDENTITY_ENDPOINT.
@@ -23,8 +26,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -58,12 +63,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	redirect := fs.String("redirect-url", env("MICROSOFT_OAUTH_CALLBACK_URL", "http://localhost:8080/api/callback"), "the registered redirect URI")
 	expires := fs.String("expires-in", env("DEVIDP_EXPIRES_IN", "1h"), "access token lifetime")
 	identityHeader := fs.String("identity-header", env("DEVIDP_IDENTITY_HEADER", "devidp-local"), "X-IDENTITY-HEADER of the managed identity endpoint")
+	issuerBase := fs.String("issuer-base", env("DEVIDP_ISSUER_BASE", ""), "issuer base URL when it is not this server's address")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("devidp: %w", err)
 	}
 	expiresIn, err := time.ParseDuration(*expires)
 	if err != nil || expiresIn <= 0 {
 		return fmt.Errorf("devidp: expires-in %q is not a positive duration", *expires)
+	}
+	if *issuerBase != "" {
+		if u, err := url.Parse(*issuerBase); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || strings.Trim(u.Path, "/") != "" {
+			return fmt.Errorf("devidp: issuer-base %q is not a bare http(s) base URL", *issuerBase)
+		}
 	}
 	host, _, err := net.SplitHostPort(*addr)
 	if err != nil {
@@ -82,6 +93,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		RedirectURL:    *redirect,
 		ExpiresIn:      expiresIn,
 		IdentityHeader: *identityHeader,
+		IssuerBase:     *issuerBase,
 		Logger:         log,
 	})
 	if err != nil {

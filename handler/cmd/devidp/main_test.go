@@ -15,7 +15,7 @@ func TestRunServesOnLoopbackUntilCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	pr, pw := io.Pipe()
-	env := map[string]string{"MICROSOFT_CLIENT_ID": "cid-from-env", "DEVIDP_IDENTITY_HEADER": "h"}
+	env := map[string]string{"MICROSOFT_CLIENT_ID": "cid-from-env", "DEVIDP_IDENTITY_HEADER": "h", "DEVIDP_ISSUER_BASE": "https://login.partner.microsoftonline.cn"}
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-expires-in", "2m"}, func(k string) string { return env[k] }, pw)
@@ -60,6 +60,19 @@ func TestRunServesOnLoopbackUntilCancelled(t *testing.T) {
 		t.Errorf("identity endpoint = %d, want 200 with the header from the environment", resp.StatusCode)
 	}
 
+	resp, err = hc.Get(base + "/common/v2.0/.well-known/openid-configuration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Issuer string `json:"issuer"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&doc)
+	resp.Body.Close()
+	if err != nil || doc.Issuer != "https://login.partner.microsoftonline.cn/{tenantid}/v2.0" {
+		t.Errorf("discovery issuer = %q (%v), want the one from DEVIDP_ISSUER_BASE", doc.Issuer, err)
+	}
+
 	cancel()
 	select {
 	case err := <-done:
@@ -77,6 +90,8 @@ func TestRunRefusesBadSettings(t *testing.T) {
 		{"-addr", "192.0.2.1:0"},
 		{"-addr", "nonsense"},
 		{"-addr", "127.0.0.1:0", "-expires-in", "soon"},
+		{"-addr", "127.0.0.1:0", "-issuer-base", "login.partner.microsoftonline.cn"},
+		{"-addr", "127.0.0.1:0", "-issuer-base", "https://login.microsoftonline.com/common"},
 		{"-unknown-flag"},
 	} {
 		err := run(context.Background(), args, func(string) string { return "" }, io.Discard)

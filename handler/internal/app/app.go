@@ -45,6 +45,27 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	return Serve(ctx, ln, cfg, Deps{Getenv: getenv, Log: log})
 }
 
+// httpServer is the handler's server with its timeouts.
+func httpServer(cfg config.Config, h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		// The host answers the client within 230 s; it waits for the
+		// timer's answer until functionTimeout + 1 minute (host.json).
+		WriteTimeout: cfg.WriteTimeout(),
+		IdleTimeout:  2 * time.Minute,
+	}
+}
+
+// functionTimeout is host.json's functionTimeout for the log.
+func functionTimeout(h config.Host) string {
+	if h.Unbounded {
+		return "unbounded"
+	}
+	return h.FunctionTimeout.String()
+}
+
 // Deps are the seams tests and the local stack replace.
 type Deps struct {
 	Getenv func(string) string
@@ -78,16 +99,9 @@ func Serve(ctx context.Context, ln net.Listener, cfg config.Config, d Deps) erro
 	srv, closeFn := build(cfg, d)
 	defer closeFn()
 
-	hs := &http.Server{
-		Handler:           srv.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		// The host answers the client within 230 s; a sweep runs under
-		// REFRESH_DEADLINE plus in-flight refreshes.
-		WriteTimeout: cfg.RefreshDeadline + 2*time.Minute,
-		IdleTimeout:  2 * time.Minute,
-	}
-	log.Info().Str("event", "listening").Str("addr", ln.Addr().String()).Msg("custom handler ready")
+	hs := httpServer(cfg, srv.Handler())
+	log.Info().Str("event", "listening").Str("addr", ln.Addr().String()).
+		Str("function_timeout", functionTimeout(cfg.Host)).Str("host_json", cfg.Host.Source).Msg("custom handler ready")
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {

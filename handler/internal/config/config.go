@@ -89,6 +89,9 @@ type Config struct {
 	QueueServiceURL       string
 	SecretsCacheTTL       time.Duration
 
+	// Host is what host.json says (functionTimeout), read by Load.
+	Host Host
+
 	Problems []Problem
 }
 
@@ -129,10 +132,17 @@ var Settings = []Setting{
 	{Name: "SECRETS_CACHE_TTL", Default: "5m"},
 }
 
-// Load reads and validates every setting. It never fails: see Problems.
+// Load reads and validates every setting, and host.json's functionTimeout
+// from HostFiles. It never fails: see Problems.
 func Load(getenv func(string) string) Config {
+	return LoadWithHost(getenv, ReadHost(HostFiles()...))
+}
+
+// LoadWithHost is Load with host.json already read (tests inject one).
+func LoadWithHost(getenv func(string) string, host Host) Config {
 	l := loader{getenv: getenv}
 	c := Config{
+		Host:                   host,
 		Port:                   l.str("FUNCTIONS_CUSTOMHANDLER_PORT", "8080"),
 		KeyVaultURL:            strings.TrimRight(l.str("KEY_VAULT_URL", ""), "/"),
 		TablesEndpoint:         strings.TrimRight(l.str("TABLES_ENDPOINT", ""), "/"),
@@ -155,7 +165,8 @@ func Load(getenv func(string) string) Config {
 	c.Policy.MaxAge = l.duration("REFRESH_MAX_AGE", AreaRefresh, c.Policy.MaxAge, 5*time.Minute, 80*24*time.Hour)
 	c.Policy.Lookahead = l.duration("REFRESH_LOOKAHEAD", AreaRefresh, c.Policy.Lookahead, 0, 59*time.Minute)
 	c.RefreshConcurrency = l.integer("REFRESH_CONCURRENCY", AreaRefresh, 16, 1, 256)
-	c.RefreshDeadline = l.duration("REFRESH_DEADLINE", AreaRefresh, 4*time.Minute, 10*time.Second, 9*time.Minute)
+	// The real upper bound is host.json's functionTimeout (validateHost).
+	c.RefreshDeadline = l.duration("REFRESH_DEADLINE", AreaRefresh, 4*time.Minute, 10*time.Second, 24*time.Hour)
 	c.SecretsCacheTTL = l.duration("SECRETS_CACHE_TTL", AreaStorage, 5*time.Minute, time.Second, 24*time.Hour)
 
 	if _, err := strconv.Atoi(c.Port); err != nil {
@@ -168,6 +179,7 @@ func Load(getenv func(string) string) Config {
 	if t := c.AppTenantID; t != "" && !guidRE.MatchString(t) && !domainRE.MatchString(t) {
 		l.problem("MICROSOFT_APP_TENANT_ID", AreaDiagnostics, fmt.Sprintf("%q is not a tenant: use the Directory (tenant) ID of the tenant holding the app registration", t))
 	}
+	l.validateHost(&c)
 	if c.WebhookURL != "" {
 		if err := checkURL(c.WebhookURL, false); err != nil {
 			l.problem("CMS_WEBHOOK_URL", AreaWebhook, err.Error())

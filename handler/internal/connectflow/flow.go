@@ -44,6 +44,15 @@ type Identity interface {
 	Profile(ctx context.Context, accessToken string) (connection.Account, error)
 }
 
+// serverError is implemented by Exchange errors that are not the
+// exchange's fault: the code was never judged because something the check
+// depends on failed (Microsoft's discovery document could not be read).
+// The callback then answers server_error, not exchange_failed.
+type serverError interface {
+	error
+	ServerError() bool
+}
+
 // Service runs the connect flow. Safe for concurrent use.
 type Service struct {
 	Store     connection.Store
@@ -252,7 +261,11 @@ func (s *Service) HandleCallback(ctx context.Context, cb Callback) (string, erro
 	grant, err := s.Identity.Exchange(ctx, cb.Code, st.Verifier)
 	if err != nil {
 		reason := ReasonExchangeFailed
-		if connection.CodeOf(err, "") == "consent_required" || connection.CodeOf(err, "") == "interaction_required" {
+		var se serverError
+		switch {
+		case errors.As(err, &se) && se.ServerError():
+			reason = ReasonServerError
+		case connection.CodeOf(err, "") == "consent_required" || connection.CodeOf(err, "") == "interaction_required":
 			reason = ReasonConsentRequired
 		}
 		return fail(reason, err, func(e *zerolog.Event) *zerolog.Event {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -59,6 +60,39 @@ func (s *Server) FailNext(n int, resp Response) {
 		s.failures = append(s.failures, resp)
 	}
 	s.mu.Unlock()
+}
+
+// SetIssuerBase makes the discovery document announce, and id_tokens issued
+// from now on carry, an issuer under base ("" = this server's own address;
+// see Config.IssuerBase).
+func (s *Server) SetIssuerBase(base string) {
+	s.mu.Lock()
+	s.issuerBase = strings.TrimRight(base, "/")
+	s.mu.Unlock()
+}
+
+// ForgeIssuer makes id_tokens issued from now on carry iss
+// {base}/{tid}/v2.0 whatever the discovery document announces, as a token
+// endpoint answering in Microsoft's place would ("" ends it).
+func (s *Server) ForgeIssuer(base string) {
+	s.mu.Lock()
+	s.forgedIssuer = strings.TrimRight(base, "/")
+	s.mu.Unlock()
+}
+
+// FailDiscovery makes the discovery document answer resp until it is
+// called with nil (an unreachable or broken authority).
+func (s *Server) FailDiscovery(resp *Response) {
+	s.mu.Lock()
+	s.discoveryFailure = resp
+	s.mu.Unlock()
+}
+
+// DiscoveryRequests counts requests for the discovery document.
+func (s *Server) DiscoveryRequests() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.discoveries
 }
 
 // TokenRequests counts the token requests received with grant_type

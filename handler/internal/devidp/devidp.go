@@ -102,9 +102,14 @@ type Config struct {
 	// AssertionLifetime is the managed identity tokens' lifetime. Default 1
 	// hour.
 	AssertionLifetime time.Duration
-	// IssuerBase prefixes the id_token's iss ({IssuerBase}/{tid}/v2.0).
-	// Empty means this server's own URL as the request reached it, which
-	// is what a client configured with it as authority host expects.
+	// IssuerBase is the issuer's base URL, announced by the discovery
+	// document ({IssuerBase}/{tenantid}/v2.0) and carried by id_tokens
+	// ({IssuerBase}/{tid}/v2.0). Empty means this server's own URL as the
+	// request reached it, as Microsoft's public cloud does. Set it to play
+	// an authority whose issuer has another host: Azure China
+	// (authority login.chinacloudapi.cn, issuer
+	// https://login.partner.microsoftonline.cn) or the alias
+	// login.windows.net (issuer https://login.microsoftonline.com).
 	IssuerBase string
 	// Now is the clock (time.Now when nil): code and token lifetimes,
 	// revocation and the 90-day inactivity window use it.
@@ -150,6 +155,11 @@ type Server struct {
 	latency   time.Duration
 	expiresIn time.Duration
 	failures  []Response
+
+	issuerBase       string    // SetIssuerBase; "" = own address
+	forgedIssuer     string    // ForgeIssuer; "" = issuerBase
+	discoveryFailure *Response // FailDiscovery
+	discoveries      int
 }
 
 type authCode struct {
@@ -243,6 +253,8 @@ func New(cfg Config) (*Server, error) {
 		miTokens:  map[string]*miRecord{},
 		counts:    map[string]int{},
 		expiresIn: cfg.ExpiresIn,
+
+		issuerBase: cfg.IssuerBase,
 	}
 	if s.identity == "" {
 		s.identity = randomToken(24)
@@ -251,6 +263,8 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /{tenant}/oauth2/v2.0/authorize", s.authorizePage)
 	mux.HandleFunc("POST /{tenant}/oauth2/v2.0/authorize", s.authorizeChoice)
 	mux.HandleFunc("POST /{tenant}/oauth2/v2.0/token", s.token)
+	mux.HandleFunc("GET /{tenant}/v2.0/.well-known/openid-configuration", s.openIDConfiguration)
+	mux.HandleFunc("GET /{tenant}/discovery/v2.0/keys", s.keys)
 	mux.HandleFunc("GET /v1.0/me", s.me)
 	mux.HandleFunc("GET /devidp/{$}", s.adminPage)
 	mux.HandleFunc("POST /devidp/revoke", s.adminRevoke)
@@ -357,11 +371,22 @@ func baseURL(r *http.Request) string {
 	return scheme + "://" + r.Host
 }
 
-func (s *Server) issuerBase(r *http.Request) string {
-	if s.cfg.IssuerBase != "" {
-		return s.cfg.IssuerBase
+// issuerBaseLocked is the issuer's base URL the discovery document
+// announces. Caller holds s.mu.
+func (s *Server) issuerBaseLocked(r *http.Request) string {
+	if s.issuerBase != "" {
+		return s.issuerBase
 	}
 	return baseURL(r)
+}
+
+// tokenIssuerLocked is the base of the iss id_tokens carry: the announced
+// one unless ForgeIssuer says otherwise. Caller holds s.mu.
+func (s *Server) tokenIssuerLocked(r *http.Request) string {
+	if s.forgedIssuer != "" {
+		return s.forgedIssuer
+	}
+	return s.issuerBaseLocked(r)
 }
 
 // prune drops expired codes, access tokens, dead refresh tokens and

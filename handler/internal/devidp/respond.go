@@ -108,7 +108,7 @@ func (s *Server) writeOAuthError(w http.ResponseWriter, r *http.Request, e oauth
 		"timestamp":      ts,
 		"trace_id":       trace,
 		"correlation_id": corr,
-		"error_uri":      fmt.Sprintf("%s/error?code=%d", s.issuerBase(r), e.aadsts),
+		"error_uri":      fmt.Sprintf("%s/error?code=%d", baseURL(r), e.aadsts),
 	}
 	if e.suberror != "" {
 		body["suberror"] = e.suberror

@@ -319,7 +319,7 @@ func (s *Server) issueLocked(r *http.Request, grantID string, g *grantRecord, re
 	return body
 }
 
-// idToken is an unsigned id_token in JWS compact form. Its signature part
+// idToken is an unsigned id_token in JWS compact form. Caller holds s.mu. Its signature part
 // is a placeholder: the connector reads id_tokens straight from the token
 // endpoint over TLS and does not check signatures.
 func (s *Server) idToken(r *http.Request, a Account, scopes grantScopes, nonce string, now time.Time) string {
@@ -327,7 +327,7 @@ func (s *Server) idToken(r *http.Request, a Account, scopes grantScopes, nonce s
 	sub := sha256.Sum256([]byte(a.OID + "|" + s.cfg.ClientID))
 	claims := map[string]any{
 		"aud": s.cfg.ClientID,
-		"iss": s.issuerBase(r) + "/" + a.TenantID + "/v2.0",
+		"iss": s.tokenIssuerLocked(r) + "/" + a.TenantID + "/v2.0",
 		"iat": now.Unix(),
 		"nbf": now.Unix(),
 		"exp": now.Add(idTokenLifetime).Unix(),

@@ -66,8 +66,8 @@ func FuzzParseIDToken(f *testing.F) {
 	f.Add("...")
 	f.Add("")
 	f.Fuzz(func(t *testing.T, raw string) {
-		c := &Client{clientID: "c", authority: "https://login.microsoftonline.com", tenant: "common"}
-		acct, err := c.account(raw)
+		c := &Client{clientID: "c", tenant: "common"}
+		acct, err := c.account(raw, "https://login.microsoftonline.com/{tenantid}/v2.0")
 		if err == nil && (acct.ID == "" || acct.TenantID == "") {
 			t.Fatalf("accepted an id_token without oid/tid: %+v", acct)
 		}

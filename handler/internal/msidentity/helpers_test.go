@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -78,19 +79,71 @@ type recorded struct {
 	Form         url.Values
 }
 
-// standIn is an httptest server playing Microsoft: handle answers each
-// request; every request is recorded and counted.
+// standIn is an httptest server playing Microsoft: it serves the discovery
+// document as Microsoft does (issuerFor), counted apart; handle answers
+// every other request, which is recorded and counted.
 type standIn struct {
 	*httptest.Server
-	mu       sync.Mutex
-	requests []recorded
-	count    atomic.Int64
+	mu          sync.Mutex
+	requests    []recorded
+	count       atomic.Int64
+	discoveries atomic.Int64
+}
+
+// discoverySuffix ends where the client reads the discovery document.
+const discoverySuffix = "/v2.0/.well-known/openid-configuration"
+
+// issuerFor is the issuer Microsoft's document announces for a tenant
+// segment: a template for common and organizations, the fixed personal
+// tenant for consumers, the tenant itself for a tenant ID.
+func issuerFor(host, tenant string) string {
+	switch strings.ToLower(tenant) {
+	case "common", "organizations":
+		return host + "/{tenantid}/v2.0"
+	case "consumers":
+		return host + "/" + personalTenantID + "/v2.0"
+	}
+	return host + "/" + tenant + "/v2.0"
+}
+
+const personalTenantID = "9188040d-6c67-4c5b-b112-36a304b66dad"
+
+func discoveryJSON(t *testing.T, authority, tenant, issuer string) []byte {
+	t.Helper()
+	b, err := json.Marshal(map[string]any{
+		"token_endpoint":                        authority + "/" + tenant + "/oauth2/v2.0/token",
+		"authorization_endpoint":                authority + "/" + tenant + "/oauth2/v2.0/authorize",
+		"jwks_uri":                              authority + "/" + tenant + "/discovery/v2.0/keys",
+		"issuer":                                issuer,
+		"id_token_signing_alg_values_supported": []string{"RS256"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func newStandIn(t *testing.T, handle http.HandlerFunc) *standIn {
 	t.Helper()
+	return newStandInDiscovery(t, nil, handle)
+}
+
+// newStandInDiscovery is newStandIn whose discovery document discover
+// answers (nil: Microsoft's, on the stand-in's own host).
+func newStandInDiscovery(t *testing.T, discover http.HandlerFunc, handle http.HandlerFunc) *standIn {
+	t.Helper()
 	s := &standIn{}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if tenant, ok := strings.CutSuffix(r.URL.Path, discoverySuffix); ok && r.Method == http.MethodGet {
+			s.discoveries.Add(1)
+			if discover != nil {
+				discover(w, r)
+				return
+			}
+			tenant = strings.TrimPrefix(tenant, "/")
+			writeJSONBody(w, 200, discoveryJSON(t, s.URL, tenant, issuerFor(s.URL, tenant)))
+			return
+		}
 		s.count.Add(1)
 		_ = r.ParseForm()
 		s.mu.Lock()

@@ -1,7 +1,8 @@
 // Package msidentity is the connector's adapter to the Microsoft identity
 // platform and Microsoft Graph: the authorize URL (PKCE S256), the code
 // exchange, the refresh (made by hand: x/oauth2's TokenSource sends no scope
-// and hides rotated tokens), the id_token's audience and issuer checks,
+// and hides rotated tokens), the id_token's audience and issuer checks (the
+// issuer from the authority's OpenID Connect discovery document, cached),
 // Graph /v1.0/me, Microsoft's error JSON parsed into a classified *Error,
 // the client credential (secret or managed-identity assertion, renewed once
 // on invalid_client) and this instance's refresh pause after an HTTP 429.
@@ -112,9 +113,9 @@ func (p Profile) Email() string {
 // covers every caller.
 type Client struct {
 	oauth        *oauth2.Config
+	authority    string // for the home tenant's token endpoint (CheckCredential)
 	clientID     string
 	tenant       string
-	authority    string
 	tokenURL     string
 	graphURL     string
 	refreshScope string
@@ -122,6 +123,7 @@ type Client struct {
 	now          func() time.Time
 	cred         ClientCredential
 	log          zerolog.Logger
+	disc         *discovery
 
 	// throttle pauses this Client's refreshes (never its code exchanges)
 	// after an HTTP 429.
@@ -196,9 +198,9 @@ func New(cfg Config) (*Client, error) {
 			RedirectURL: cfg.RedirectURL,
 			Scopes:      dedupeScopes(append(append([]string(nil), scopes...), "openid", "profile")),
 		},
+		authority:    authority,
 		clientID:     cfg.ClientID,
 		tenant:       cfg.Tenant,
-		authority:    authority,
 		tokenURL:     base + "/token",
 		graphURL:     graph,
 		refreshScope: strings.Join(scopes, " "),
@@ -207,6 +209,7 @@ func New(cfg Config) (*Client, error) {
 		cred:         cfg.Credential,
 		log:          cfg.Logger,
 		renewLock:    make(chan struct{}, 1),
+		disc:         newDiscovery(authority, cfg.Tenant, hc, now),
 	}
 	return c, nil
 }
@@ -249,9 +252,17 @@ func (c *Client) AuthCodeURL(state, verifier, loginHint string) string {
 
 // Exchange redeems an authorization code with its PKCE verifier and
 // identifies the account from the id_token (aud must be the client ID, iss
-// the authority's issuer for the token's tenant). On invalid_client the
-// credential is renewed and the request sent once more.
+// the issuer the authority's discovery document announces for the token's
+// tenant). The document is read first (cached for an hour): when it cannot
+// be, the code is not sent and the error is a *DiscoveryError. On
+// invalid_client the credential is renewed and the request sent once more.
 func (c *Client) Exchange(ctx context.Context, code, verifier string) (Tokens, error) {
+	// Before the code is spent: an exchange whose id_token cannot be
+	// checked is worthless, and the unspent code could still be redeemed.
+	issuer, err := c.disc.issuerTemplate(ctx)
+	if err != nil {
+		return Tokens{}, err
+	}
 	return c.tokenRequest(ctx, opExchange, func(ctx context.Context, cred url.Values) (Tokens, error) {
 		opts := []oauth2.AuthCodeOption{oauth2.VerifierOption(verifier)}
 		for k, vs := range cred {
@@ -274,7 +285,7 @@ func (c *Client) Exchange(ctx context.Context, code, verifier string) (Tokens, e
 		if err := checkTokenResponse(tr); err != nil {
 			return Tokens{}, &Error{Op: opExchange, HTTPStatus: http.StatusOK, Code: CodeInvalidResponse, Err: err}
 		}
-		acct, err := c.account(tr.IDToken)
+		acct, err := c.account(tr.IDToken, issuer)
 		if err != nil {
 			return Tokens{}, err
 		}
@@ -316,8 +327,9 @@ func (c *Client) exchangeError(err error) error {
 // consumers or a domain name).
 var guidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
-// account checks the id_token and returns the account it names.
-func (c *Client) account(raw string) (connection.Account, error) {
+// account checks the id_token against issuer (the discovery document's
+// template) and returns the account it names.
+func (c *Client) account(raw, issuer string) (connection.Account, error) {
 	claims, err := parseIDToken(raw)
 	if err != nil {
 		return connection.Account{}, &IDTokenError{Reason: err.Error()}
@@ -328,10 +340,23 @@ func (c *Client) account(raw string) (connection.Account, error) {
 	if claims.Tid == "" || claims.Oid == "" {
 		return connection.Account{}, &IDTokenError{Reason: "tid or oid is missing"}
 	}
-	// The v2.0 issuer is the authority host (it differs per cloud) plus
-	// the user's tenant, whatever tenant segment the request used.
-	if want := c.authority + "/" + claims.Tid + "/v2.0"; claims.Iss != want {
+	if !guidPattern.MatchString(claims.Tid) {
+		// Microsoft's tid is a GUID; anything else would also be pasted
+		// into the issuer template below.
+		return connection.Account{}, &IDTokenError{Reason: "tid is not a tenant ID"}
+	}
+	// The issuer's host is not always the authority's (Azure China's
+	// login.chinacloudapi.cn issues as login.partner.microsoftonline.cn,
+	// login.windows.net as login.microsoftonline.com), so only the
+	// authority's own document says what it is. OpenID Connect Core
+	// 3.1.3.7 point 2: exact match.
+	if want := expectedIssuer(issuer, claims.Tid); claims.Iss != want {
 		return connection.Account{}, &IDTokenError{Reason: fmt.Sprintf("iss %q is not %q", claims.Iss, want)}
+	}
+	if t := issuerTenant(issuer); t != tenantPlaceholder && !strings.EqualFold(t, claims.Tid) {
+		// A fixed issuer (consumers, a tenant) names one tenant: a token
+		// of another tenant cannot have come from it.
+		return connection.Account{}, &IDTokenError{Reason: fmt.Sprintf("tid %q is not the issuer's tenant", claims.Tid)}
 	}
 	if guidPattern.MatchString(c.tenant) && !strings.EqualFold(c.tenant, claims.Tid) {
 		// A single-tenant configuration must not accept another tenant's
