@@ -421,8 +421,8 @@ output tenantId string = tenant().tenantId
 @description('Who can connect (signInAudience).')
 output signInAudience string = signInAudience
 
-@description('The monitoring workbook (dashboard) in the Azure portal. Empty when enableAlerts is false.')
-output dashboardUrl string = enableAlerts ? '${environment().portal}/#@${tenant().tenantId}/resource${alerts!.outputs.workbookId}/workbook' : ''
+@description('The monitoring workbook (dashboard) in the Azure portal; none when enableAlerts is false.')
+output dashboardUrl string = enableAlerts ? '${environment().portal}/#@${tenant().tenantId}/resource${alerts!.outputs.workbookId}/workbook' : 'none'
 
 @description('True when CMS_WEBHOOK_URL is set (deploy.sh then creates cms-webhook-secret).')
 output cmsWebhookEnabled bool = !empty(cmsWebhookUrl)
