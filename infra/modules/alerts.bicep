@@ -240,6 +240,7 @@ resource workbook 'Microsoft.Insights/workbooks@2023-06-01' = {
   properties: {
     displayName: workbookDisplayName
     category: 'workbook'
+    version: 'Notebook/1.0'
     sourceId: workspaceId
     serializedData: string(workbookContent)
   }
