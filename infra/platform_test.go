@@ -1,6 +1,7 @@
 package infra
 
 import (
+	"encoding/json"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -211,4 +212,42 @@ func TestWebhookQueueInfra(t *testing.T) {
 	if roles := text(st.resolve(&node{Type: "identifier", Text: "storageRoles"})); !strings.Contains(roles, "roleIds.storageQueueDataContributor") {
 		t.Errorf("storage roles %s lack Storage Queue Data Contributor: the trigger and the enqueue need it", roles)
 	}
+
+	// The trigger's connection resolves to the identity: <connection>__queueServiceUri,
+	// __credential=managedidentity and __clientId (shared/facts/azure-functions.md,
+	// queue trigger, Identity).
+	settings := appSettings(t)
+	triggers := 0
+	for _, fn := range loadFunctions(t) {
+		for _, raw := range bindingsRaw(t, fn) {
+			var b struct {
+				Type       string `json:"type"`
+				Connection string `json:"connection"`
+			}
+			if err := json.Unmarshal(raw, &b); err != nil || b.Type != "queueTrigger" {
+				continue
+			}
+			triggers++
+			for _, suffix := range []string{"__queueServiceUri", "__credential", "__clientId"} {
+				if _, ok := settings[b.Connection+suffix]; !ok {
+					t.Errorf("functions/%s: connection %q needs the app setting %s%s", fn.name, b.Connection, b.Connection, suffix)
+				}
+			}
+		}
+	}
+	if triggers == 0 {
+		t.Error("no queueTrigger in functions/: the webhook delivery function is missing")
+	}
+}
+
+// bindingsRaw returns a function.json's bindings as raw JSON objects.
+func bindingsRaw(t *testing.T, fn function) []json.RawMessage {
+	t.Helper()
+	var fj struct {
+		Bindings []json.RawMessage `json:"bindings"`
+	}
+	if err := json.Unmarshal(fn.raw, &fj); err != nil {
+		t.Fatalf("functions/%s: %v", fn.name, err)
+	}
+	return fj.Bindings
 }
