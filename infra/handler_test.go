@@ -141,6 +141,22 @@ func handlerSettingsIn(t testing.TB, root string) (map[string]string, bool) {
 			out[v] = "handler/internal/config"
 		}
 	})
+	// Settings whose names are not upper case (AzureWebJobsStorage...) are
+	// found by the config table's Name fields.
+	for _, f := range config {
+		ast.Inspect(f, func(n ast.Node) bool {
+			if kv, ok := n.(*ast.KeyValueExpr); ok {
+				if key, ok := kv.Key.(*ast.Ident); ok && key.Name == "Name" {
+					if lit, ok := kv.Value.(*ast.BasicLit); ok && lit.Kind == token.STRING {
+						if v, err := strconv.Unquote(lit.Value); err == nil && v != "" && !strings.ContainsAny(v, " /") {
+							out[v] = "handler/internal/config"
+						}
+					}
+				}
+			}
+			return true
+		})
+	}
 	// The secrets' environment fallback names.
 	stringLiterals(goFiles(t, filepath.Join(root, "handler", "internal", "secrets")), func(v string) {
 		if settingName.MatchString(v) {

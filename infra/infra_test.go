@@ -270,6 +270,10 @@ func TestHandlerSettingsAreDeployedOrDocumented(t *testing.T) {
 	}
 	for name := range notSet {
 		if _, ok := read[name]; !ok && !fallback[name] && fromSource {
+			if branch, ok := settingsFromOtherBranches[name]; ok {
+				t.Errorf("docs/deploy.md lists %s (contract v2) as not set; the handler does not read it yet: it comes with %s; merge that branch", name, branch)
+				continue
+			}
 			t.Errorf("docs/deploy.md lists %s as not set, but the handler does not read it: remove the row", name)
 		}
 	}
@@ -280,6 +284,7 @@ func TestHandlerSettingsAreDeployedOrDocumented(t *testing.T) {
 // it is, with this explanation.
 var settingsFromOtherBranches = map[string]string{
 	"MICROSOFT_APP_TENANT_ID": "GET /api/diagnostics (issue 14, the diagnostics branch)",
+	"AzureWebJobsStorage":     "the webhook queue (issue 15, the queue delivery branch)",
 }
 
 func contains(list []string, s string) bool {
@@ -1012,6 +1017,9 @@ func TestLocalSettingsExample(t *testing.T) {
 	for _, name := range names {
 		if name == "FUNCTIONS_CUSTOMHANDLER_PORT" {
 			continue // set by the host
+		}
+		if strings.HasPrefix(name, "AzureWebJobsStorage__") {
+			continue // Azure's identity-based form; locally AzureWebJobsStorage is a connection string
 		}
 		if _, ok := ls.Values[name]; !ok {
 			t.Errorf("local.settings.json.example lacks %s", name)
