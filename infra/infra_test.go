@@ -783,8 +783,15 @@ var wantFunctions = map[string]struct {
 	"callback":         {[]string{"get"}, "callback"},
 	"connections":      {[]string{"get"}, "connections"},
 	"connection":       {[]string{"get", "delete", "post"}, "connections/{*rest}"},
+	"diagnostics":      {[]string{"get"}, "diagnostics"},
 	"refresh":          {nil, ""},
 	"webhook":          {nil, "queue"},
+}
+
+// functionsFromOtherBranches are function folders contract v2 adds in
+// branches merged separately; a missing one still fails, saying which.
+var functionsFromOtherBranches = map[string]string{
+	"diagnostics": "GET /api/diagnostics (issue 14, the diagnostics branch)",
 }
 
 func TestFunctionJSONShapes(t *testing.T) {
@@ -830,7 +837,13 @@ func TestFunctionJSONShapes(t *testing.T) {
 	}
 	sort.Strings(names)
 	if missing, extra := diff(names, sortedKeys(wantFunctions)); len(missing) > 0 || len(extra) > 0 {
-		t.Errorf("function folders: missing %v, unexpected %v", missing, extra)
+		var pending []string
+		for _, m := range missing {
+			if b, ok := functionsFromOtherBranches[m]; ok {
+				pending = append(pending, m+" comes with "+b)
+			}
+		}
+		t.Errorf("function folders: missing %v, unexpected %v %v", missing, extra, pending)
 	}
 }
 

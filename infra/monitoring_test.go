@@ -177,7 +177,7 @@ func queryNames(text string) (fields []string, values map[string][]string) {
 // pendingValues are values contract v2 defines that come with another
 // branch; the check still fails until it is merged, saying so.
 var pendingValues = map[string]string{
-	"user_mismatch": "oauth_failed reason user_mismatch comes with the v2 connect branch (contract v2, Logs: a completion by another CMS user); merge it, then this passes",
+	"user_mismatch": "oauth_failed reason user_mismatch comes with the v2 connect branch (issue 11; contract v2, Logs: a completion by another CMS user); merge it, then this passes",
 }
 
 func TestQueriesNameOnlyWhatTheCodeLogs(t *testing.T) {
