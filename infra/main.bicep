@@ -192,7 +192,6 @@ var names = {
   applicationInsights: 'appi-${name}'
   plan: 'plan-${name}'
   actionGroup: 'ag-${name}'
-  workbook: 'wb-${name}'
   deploymentContainer: 'app-package'
 }
 
