@@ -45,7 +45,7 @@ package: ## Build dist/app.zip: host.json, handler (linux/amd64, static) and the
 	$(GO) run ./handler/cmd/package -out dist/app.zip
 
 .PHONY: deploy
-deploy: package ## Deploy to Azure with the az CLI (infra/deploy.sh; RESOURCE_GROUP, LOCATION, DEPLOY_PARAMS)
+deploy: package ## Deploy to Azure with the az CLI, then make verify (infra/deploy.sh; RESOURCE_GROUP, LOCATION, DEPLOY_PARAMS, ALERT_EMAIL)
 	bash infra/deploy.sh
 
 .PHONY: infra-check

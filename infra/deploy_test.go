@@ -34,7 +34,8 @@ case "$1 $2" in
 		echo "ERROR: Please run 'az login' to setup account." >&2; exit 1
 	fi
 	case "$query" in
-	user.type) echo user ;;
+	user.type) if [[ "${FAKE_AZ_IDENTITY:-}" == 1 ]]; then echo servicePrincipal; else echo user; fi ;;
+	user.name) if [[ "${FAKE_AZ_IDENTITY:-}" == 1 ]]; then echo systemAssignedIdentity; else echo admin@contoso.example; fi ;;
 	name) echo "Fake Subscription" ;;
 	*) echo "{}" ;;
 	esac ;;
@@ -46,7 +47,9 @@ case "$1 $2" in
 "group create") ;;
 "deployment group")
 	case "$3" in
-	create) printf 'ENV ADMIN_PRINCIPAL_ID=%s ADMIN_PRINCIPAL_TYPE=%s\n' "${ADMIN_PRINCIPAL_ID:-}" "${ADMIN_PRINCIPAL_TYPE:-}" >>"$FAKE_AZ_LOG" ;;
+	create)
+		printf 'ENV ADMIN_PRINCIPAL_ID=%s ADMIN_PRINCIPAL_TYPE=%s\n' "${ADMIN_PRINCIPAL_ID:-}" "${ADMIN_PRINCIPAL_TYPE:-}" >>"$FAKE_AZ_LOG"
+		if [[ -n "${FAKE_AZ_DEPLOY_ERROR:-}" ]]; then echo "$FAKE_AZ_DEPLOY_ERROR" >&2; exit 1; fi ;;
 	show)
 		mode="${FAKE_AZ_MODE:-managed_identity}"
 		audience=AzureADMultipleOrgs
@@ -54,7 +57,8 @@ case "$1 $2" in
 		audience="${FAKE_AZ_AUDIENCE:-$audience}"
 		printf '%s\n' func-megdocs-ms-abc https://func-megdocs-ms-abc.azurewebsites.net \
 			https://func-megdocs-ms-abc.azurewebsites.net/api/callback kvmegdocsmsabc \
-			22222222-2222-2222-2222-222222222222 "$mode" True "$audience" "${FAKE_AZ_WEBHOOK:-False}" ;;
+			22222222-2222-2222-2222-222222222222 "$mode" True "$audience" "${FAKE_AZ_WEBHOOK:-False}" \
+			"https://portal.azure.com/#@tenant/resource/wb/workbook" ;;
 	esac ;;
 "functionapp deployment")
 	n=$(( $(cat "$FAKE_AZ_STATE/zip" 2>/dev/null || echo 0) + 1 ))
@@ -63,7 +67,7 @@ case "$1 $2" in
 		echo "ERROR: Operation returned an invalid status 'Bad Request' (400)" >&2; exit 1
 	fi
 	if (( n <= ${FAKE_AZ_ZIP_403:-0} )); then
-		echo "ERROR: Operation returned an invalid status 'Forbidden' (403)" >&2; exit 1
+		echo "${FAKE_AZ_ZIP_403_MSG:-ERROR: Operation returned an invalid status 'Forbidden' (403)}" >&2; exit 1
 	fi
 	echo '{"status": 4}' ;;
 "keyvault secret")
@@ -80,7 +84,11 @@ case "$1 $2" in
 			exit 1
 		fi
 		if [[ ",${FAKE_AZ_PRESENT:-}," == *",$name,"* ]]; then
-			if [[ "$query" == attributes.expires ]]; then echo 2027-01-01T00:00:00+00:00; else echo "https://kv/secrets/$name/1"; fi
+			case "$query" in
+			attributes.expires) echo 2027-01-01T00:00:00+00:00 ;;
+			value) echo "OLD-VALUE-OF-$name" ;;
+			*) echo "https://kv/secrets/$name/1" ;;
+			esac
 		else
 			echo "ERROR: (SecretNotFound) A secret with (name/id) $name was not found in this key vault." >&2; exit 1
 		fi ;;
@@ -89,10 +97,22 @@ case "$1 $2" in
 		printf 'SECRET %s expires=%s value=%s\n' "$name" "$(arg --expires "$@")" "$(cat "$file")" >>"$FAKE_AZ_LOG" ;;
 	esac ;;
 "ad app")
+	if [[ "${FAKE_AZ_NOT_OWNER:-}" == 1 ]]; then echo "ERROR: Insufficient privileges to complete the operation." >&2; exit 1; fi
 	echo "FAKE-CLIENT-SECRET-$(arg --end-date "$@")" ;;
 *)
 	echo "fake az: unexpected call: $*" >&2; exit 2 ;;
 esac
+`
+
+// fakeMake stands in for make: deploy.sh ends with `make verify`. It records
+// the call and the settings verify gets, and fails the first FAKE_MAKE_FAIL times.
+const fakeMake = `#!/usr/bin/env bash
+printf 'MAKE %s | RESOURCE_GROUP=%s FUNCTION_APP_NAME=%s KEY_VAULT_NAME=%s VERIFY_BASE_URL=%s\n' "$*" \
+	"${RESOURCE_GROUP:-}" "${FUNCTION_APP_NAME:-}" "${KEY_VAULT_NAME:-}" "${VERIFY_BASE_URL:-}" >>"$FAKE_AZ_LOG"
+n=$(( $(cat "$FAKE_AZ_STATE/make" 2>/dev/null || echo 0) + 1 ))
+echo "$n" >"$FAKE_AZ_STATE/make"
+if (( n <= ${FAKE_MAKE_FAIL:-0} )); then echo "verify: microsoft_credential FAILED" ; exit 2; fi
+echo "verify: all checks ok"
 `
 
 type deployRun struct {
@@ -102,6 +122,7 @@ type deployRun struct {
 	secrets        map[string]string // name -> value written
 	expires        map[string]string // name -> --expires
 	env            string            // the admin principal az saw when deploying
+	makes          []string          // make calls, with the environment verify saw
 }
 
 // runDeploy runs infra/deploy.sh with a stand-in az first on PATH.
@@ -119,18 +140,36 @@ func runDeploy(t *testing.T, env ...string) deployRun {
 	if err := os.WriteFile(filepath.Join(bin, "az"), []byte(fakeAz), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(bin, "make"), []byte(fakeMake), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	zip := filepath.Join(dir, "app.zip")
 	if err := os.WriteFile(zip, []byte("PK\x05\x06"+strings.Repeat("\x00", 18)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	log := filepath.Join(dir, "az.log")
-	cmd := exec.Command("bash", filepath.Join(root, "infra", "deploy.sh"))
+	// DEPLOY_ARGS= are deploy.sh's arguments; EXTRA_PATH= goes first on PATH
+	// (a stand-in date, say). Neither is passed on.
+	var args []string
+	path := bin + string(os.PathListSeparator) + os.Getenv("PATH")
+	var rest []string
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, "DEPLOY_ARGS="); ok {
+			args = strings.Fields(v)
+		} else if v, ok := strings.CutPrefix(e, "EXTRA_PATH="); ok {
+			path = v + string(os.PathListSeparator) + path
+		} else {
+			rest = append(rest, e)
+		}
+	}
+	env = rest
+	cmd := exec.Command("bash", append([]string{filepath.Join(root, "infra", "deploy.sh")}, args...)...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(),
-		"PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"),
+		"PATH="+path,
 		"FAKE_AZ_LOG="+log, "FAKE_AZ_STATE="+state,
 		"APP_ZIP="+zip, "DEPLOY_RETRY_DELAY=0", "DEPLOYMENT_NAME=msconnector-test",
-		"RESOURCE_GROUP=rg-test", "LOCATION=", "ADMIN_PRINCIPAL_ID=",
+		"RESOURCE_GROUP=rg-test", "LOCATION=", "ADMIN_PRINCIPAL_ID=", "VERIFY_RETRY_DELAY=0",
 	)
 	cmd.Env = append(cmd.Env, env...)
 	return finishDeploy(t, cmd, log)
@@ -158,6 +197,8 @@ func finishDeploy(t *testing.T, cmd *exec.Cmd, log string) deployRun {
 			r.calls = append(r.calls, c)
 		} else if e, ok := strings.CutPrefix(line, "ENV "); ok {
 			r.env = e
+		} else if m, ok := strings.CutPrefix(line, "MAKE "); ok {
+			r.makes = append(r.makes, m)
 		} else if m := secret.FindStringSubmatch(line); m != nil {
 			r.secrets[m[1]] = m[3]
 			r.expires[m[1]] = m[2]
@@ -186,7 +227,7 @@ func (r deployRun) call(prefix string) string {
 }
 
 func (r deployRun) String() string {
-	return "exit " + strconv.Itoa(r.code) + "\nstdout:\n" + r.stdout + "\nstderr:\n" + r.stderr + "\naz calls:\n  " + strings.Join(r.calls, "\n  ")
+	return "exit " + strconv.Itoa(r.code) + "\nstdout:\n" + r.stdout + "\nstderr:\n" + r.stderr + "\naz calls:\n  " + strings.Join(r.calls, "\n  ") + "\nmake calls:\n  " + strings.Join(r.makes, "\n  ")
 }
 
 func TestDeployNeedsAzureCLI(t *testing.T) {
@@ -262,7 +303,8 @@ func TestDeployManagedIdentity(t *testing.T) {
 			t.Errorf("deployment call %q lacks %q", create, want)
 		}
 	}
-	if want := "ADMIN_PRINCIPAL_ID=11111111-1111-1111-1111-111111111111 ADMIN_PRINCIPAL_TYPE=User"; r.env != want {
+	// The admin's object ID is Bicep's deployer(): deploy.sh only says what kind it is.
+	if want := "ADMIN_PRINCIPAL_ID= ADMIN_PRINCIPAL_TYPE=User"; r.env != want {
 		t.Errorf("deployment environment %q, want %q (main.bicepparam reads it)", r.env, want)
 	}
 	if n := r.count("functionapp deployment source config-zip"); n != 3 {
@@ -301,8 +343,8 @@ func TestDeployManagedIdentity(t *testing.T) {
 	}
 	for _, want := range []string{
 		"https://func-megdocs-ms-abc.azurewebsites.net/api/callback",
-		`az keyvault secret set --vault-name kvmegdocsmsabc --name token-encryption-key --value "$(openssl rand -base64 32)"`,
-		`--name cms-api-key --value "$(openssl rand -base64 32)"`,
+		"KEY_VAULT_NAME=kvmegdocsmsabc infra/deploy.sh rotate token-encryption-key",
+		"KEY_VAULT_NAME=kvmegdocsmsabc infra/deploy.sh rotate cms-api-key",
 		"az ad app permission admin-consent --id 22222222-2222-2222-2222-222222222222",
 		"No client secret exists",
 	} {
@@ -340,8 +382,8 @@ func TestDeploySecretMode(t *testing.T) {
 	if _, ok := r.secrets["cms-webhook-secret"]; !ok {
 		t.Error("cms-webhook-secret not created although the webhook is on")
 	}
-	if !strings.Contains(r.stdout, "--name microsoft-client-secret --expires") {
-		t.Error("output lacks the client secret rotation command with --expires")
+	if !strings.Contains(r.stdout, "KEY_VAULT_NAME=kvmegdocsmsabc MICROSOFT_CLIENT_ID=22222222-2222-2222-2222-222222222222 infra/deploy.sh rotate microsoft-client-secret") {
+		t.Error("output lacks the client secret rotation command")
 	}
 	if strings.Contains(r.stderr, "personal Microsoft accounts is not documented") {
 		t.Error("secret mode warned about managed identity")

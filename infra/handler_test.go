@@ -16,8 +16,9 @@ import (
 // What the handler reads and serves, taken from its source so the
 // cross-checks follow the code: setting names from handler/internal/config
 // (plus any getenv call with a literal elsewhere in handler/), routes from
-// the patterns in handler/internal/httpapi. While a package does not exist
-// yet, the contract's lists stand in (and the test says so in its log).
+// the patterns in handler/internal/httpapi. A cross-check never passes
+// without its source: when a package is missing or yields nothing, the test
+// fails (TestCrossChecksFailWithoutTheirSource).
 
 // contractSettings are the contract's configuration names the handler reads
 // (REFRESH_SCHEDULE is read by the host, through function.json), with the
@@ -56,18 +57,6 @@ var contractDefaults = map[string]string{
 type route struct{ method, path string }
 
 func (r route) String() string { return r.method + " " + r.path }
-
-// contractRoutes are the routes the contract promises.
-var contractRoutes = []route{
-	{"POST", "/api/connect-sessions"},
-	{"GET", "/api/connect"},
-	{"GET", "/api/callback"},
-	{"GET", "/api/connections"},
-	{"GET", "/api/connections/{user_id}"},
-	{"DELETE", "/api/connections/{user_id}"},
-	{"POST", "/api/connections/{user_id}/token"},
-	{"POST", "/refresh"},
-}
 
 var (
 	settingName  = regexp.MustCompile(`^[A-Z][A-Z0-9]*(_[A-Z0-9]+)+$`)
@@ -137,15 +126,14 @@ func stringConsts(files []*ast.File) map[string]string {
 // it was found, and whether it came from the handler's source.
 func handlerSettings(t testing.TB) (map[string]string, bool) {
 	t.Helper()
-	root := repoRoot(t)
+	return handlerSettingsIn(t, repoRoot(t))
+}
+
+func handlerSettingsIn(t testing.TB, root string) (map[string]string, bool) {
+	t.Helper()
 	config := goFiles(t, filepath.Join(root, "handler", "internal", "config"))
 	if len(config) == 0 {
-		t.Logf("handler/internal/config has no Go files yet: checking against the contract's settings")
-		out := map[string]string{}
-		for _, s := range append(append([]string{}, contractSettings...), secretFallbacks...) {
-			out[s] = "contract"
-		}
-		return out, false
+		t.Fatalf("handler/internal/config has no Go files: the settings cross-check has nothing to compare against")
 	}
 	out := map[string]string{}
 	stringLiterals(config, func(v string) {
@@ -153,6 +141,22 @@ func handlerSettings(t testing.TB) (map[string]string, bool) {
 			out[v] = "handler/internal/config"
 		}
 	})
+	// Settings whose names are not upper case (AzureWebJobsStorage...) are
+	// found by the config table's Name fields.
+	for _, f := range config {
+		ast.Inspect(f, func(n ast.Node) bool {
+			if kv, ok := n.(*ast.KeyValueExpr); ok {
+				if key, ok := kv.Key.(*ast.Ident); ok && key.Name == "Name" {
+					if lit, ok := kv.Value.(*ast.BasicLit); ok && lit.Kind == token.STRING {
+						if v, err := strconv.Unquote(lit.Value); err == nil && v != "" && !strings.ContainsAny(v, " /") {
+							out[v] = "handler/internal/config"
+						}
+					}
+				}
+			}
+			return true
+		})
+	}
 	// The secrets' environment fallback names.
 	stringLiterals(goFiles(t, filepath.Join(root, "handler", "internal", "secrets")), func(v string) {
 		if settingName.MatchString(v) {
@@ -206,6 +210,9 @@ func handlerSettings(t testing.TB) (map[string]string, bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(out) == 0 {
+		t.Fatalf("handler/internal/config names no setting: the settings cross-check has nothing to compare against")
+	}
 	return out, true
 }
 
@@ -217,7 +224,11 @@ func handlerDefaults(t testing.TB) map[string]string {
 	for k, v := range contractDefaults {
 		out[k] = v
 	}
-	for _, f := range goFiles(t, filepath.Join(repoRoot(t), "handler", "internal", "config")) {
+	files := goFiles(t, filepath.Join(repoRoot(t), "handler", "internal", "config"))
+	if len(files) == 0 {
+		t.Fatalf("handler/internal/config has no Go files: the defaults cross-check has nothing to compare against")
+	}
+	for _, f := range files {
 		ast.Inspect(f, func(n ast.Node) bool {
 			lit, ok := n.(*ast.CompositeLit)
 			if !ok {
@@ -255,10 +266,14 @@ func handlerDefaults(t testing.TB) map[string]string {
 // whether they came from its source.
 func handlerRoutes(t testing.TB) ([]route, bool) {
 	t.Helper()
-	files := goFiles(t, filepath.Join(repoRoot(t), "handler", "internal", "httpapi"))
+	return handlerRoutesIn(t, repoRoot(t))
+}
+
+func handlerRoutesIn(t testing.TB, root string) ([]route, bool) {
+	t.Helper()
+	files := goFiles(t, filepath.Join(root, "handler", "internal", "httpapi"))
 	if len(files) == 0 {
-		t.Logf("handler/internal/httpapi has no Go files yet: checking against the contract's routes")
-		return contractRoutes, false
+		t.Fatalf("handler/internal/httpapi has no Go files: the route cross-check has nothing to compare against")
 	}
 	seen := map[route]bool{}
 	var out []route

@@ -109,8 +109,11 @@ param refreshConcurrency int = 16
 @description('REFRESH_DEADLINE: a sweep stops starting work after this; keep it well below host.json functionTimeout (10 minutes).')
 param refreshDeadline string = '4m'
 
-@description('SECRETS_CACHE_TTL: how long a secret read from Key Vault is used before it is read again.')
-param secretsCacheTtl string = '5m'
+// Not named secrets...: the linter rule secure-secrets-in-params (error in
+// bicepconfig.json) flags any string parameter whose name contains "secret"
+// and would stop every build and deployment; this holds a duration, not a secret.
+@description('SECRETS_CACHE_TTL: how long a value read from Key Vault is used before it is read again.')
+param keyVaultCacheTtl string = '5m'
 
 // ---- hosting ----
 
@@ -122,8 +125,11 @@ param secretsCacheTtl string = '5m'
 ])
 param instanceMemoryMB int = 2048
 
-@description('Most instances the app scales out to.')
-@minValue(1)
+// Flex Consumption accepts 40 to 1000 (default 100) for the custom stack:
+// az functionapp list-flexconsumption-runtimes --runtime custom (the Az.Functions
+// module's FunctionsStackFlexData/<region>/custom.json).
+@description('Most instances the app scales out to (40-1000 on Flex Consumption).')
+@minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
@@ -142,10 +148,10 @@ param enablePurgeProtection bool = true
 @maxValue(90)
 param softDeleteRetentionInDays int = 90
 
-@description('Object ID of the admin who sets and rotates secrets: gets Key Vault Secrets Officer on the vault. Empty: no assignment. make deploy passes the signed-in principal.')
+@description('Object ID of the admin who sets and rotates secrets: gets Key Vault Secrets Officer on the vault. Empty: whoever runs the deployment (deployer()), a user, service principal or managed identity.')
 param adminPrincipalId string = ''
 
-@description('Principal type of adminPrincipalId.')
+@description('Principal type of adminPrincipalId (or of the deploying principal when it is empty).')
 @allowed([
   'User'
   'Group'
@@ -153,17 +159,39 @@ param adminPrincipalId string = ''
 ])
 param adminPrincipalType string = 'User'
 
+@description('Changes the Key Vault name. A deleted vault keeps its name for softDeleteRetentionInDays (90 by default; with purge protection it cannot be purged sooner), so redeploying into a re-created resource group of the same name fails with "already exists in deleted state". Set any new value (e.g. 2) to get a fresh vault name; empty keeps the original name. docs/deploy.md explains why this is preferred to recovering the old vault.')
+@maxLength(20)
+param keyVaultNameSalt string = ''
+
+// ---- monitoring ----
+
+@description('Email address the alerts are sent to (action group). Empty: the alerts are created without a receiver; add one to the action group later.')
+param alertEmail string = ''
+
+@description('Create the log search alerts and the workbook (docs/operations.md).')
+param enableAlerts bool = true
+
+// ---- webhook deliveries ----
+
+@description('WEBHOOK_QUEUE: the Storage queue that holds webhook deliveries; <name>-poison keeps the ones the host gave up on.')
+@minLength(3)
+@maxLength(56)
+param webhookQueueName string = 'webhook-deliveries'
+
 // ---- derived values ----
 
 var suffix = uniqueString(resourceGroup().id)
+// An empty salt keeps the name every earlier deployment used.
+var keyVaultSuffix = empty(keyVaultNameSalt) ? suffix : uniqueString(resourceGroup().id, keyVaultNameSalt)
 var compactName = toLower(replace(name, '-', ''))
 var names = {
   identity: 'id-${name}'
   storage: 'st${take(compactName, 9)}${suffix}'
-  keyVault: 'kv${take(compactName, 9)}${suffix}'
+  keyVault: 'kv${take(compactName, 9)}${keyVaultSuffix}'
   logAnalytics: 'log-${name}'
   applicationInsights: 'appi-${name}'
   plan: 'plan-${name}'
+  actionGroup: 'ag-${name}'
   deploymentContainer: 'app-package'
 }
 
@@ -173,6 +201,23 @@ var loginEndpoint = environment().authentication.loginEndpoint
 var authorityHost = empty(microsoftAuthorityHost)
   ? (endsWith(loginEndpoint, '/') ? substring(loginEndpoint, 0, length(loginEndpoint) - 1) : loginEndpoint)
   : microsoftAuthorityHost
+
+// Whoever runs the deployment (a user, a service principal, or a managed
+// identity under `az login --identity`): Key Vault Secrets Officer unless
+// adminPrincipalId names someone else, and an owner of the app registration
+// so that a later deployment by another admin can still update it.
+// Source: learn.microsoft.com/azure/azure-resource-manager/bicep/bicep-functions-deployment#deployer
+var deployerObjectId = deployer().objectId
+var adminObjectId = empty(adminPrincipalId) ? deployerObjectId : adminPrincipalId
+
+// Host storage service URIs for this cloud (core.windows.net in Azure public,
+// core.chinacloudapi.cn in Azure China, ...): no hard-coded host.
+var storageSuffix = environment().suffixes.storage
+
+// Module deployments are resources of the resource group: a fixed name makes
+// two deployments running at once overwrite each other's module deployments.
+// Deriving them from this deployment's own (unique) name keeps them apart.
+var deploymentPrefix = take(deployment().name, 40)
 
 var createAppRegistration = empty(existingClientId)
 var clientAuthMode = createAppRegistration ? clientAuth : 'secret'
@@ -196,7 +241,7 @@ var clientId = createAppRegistration ? registration!.outputs.clientId : existing
 // ---- resources ----
 
 module identity 'modules/identity.bicep' = {
-  name: 'msconnector-identity'
+  name: '${deploymentPrefix}-identity'
   params: {
     name: names.identity
     location: location
@@ -205,18 +250,22 @@ module identity 'modules/identity.bicep' = {
 }
 
 module storage 'modules/storage.bicep' = {
-  name: 'msconnector-storage'
+  name: '${deploymentPrefix}-storage'
   params: {
     name: names.storage
     location: location
     tags: tags
     deploymentContainerName: names.deploymentContainer
     principalId: identity.outputs.principalId
+    queueNames: [
+      webhookQueueName
+      '${webhookQueueName}-poison'
+    ]
   }
 }
 
 module keyVault 'modules/keyvault.bicep' = {
-  name: 'msconnector-keyvault'
+  name: '${deploymentPrefix}-keyvault'
   params: {
     name: names.keyVault
     location: location
@@ -224,13 +273,14 @@ module keyVault 'modules/keyvault.bicep' = {
     principalId: identity.outputs.principalId
     enablePurgeProtection: enablePurgeProtection
     softDeleteRetentionInDays: softDeleteRetentionInDays
-    adminPrincipalId: adminPrincipalId
+    adminPrincipalId: adminObjectId
     adminPrincipalType: adminPrincipalType
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
   }
 }
 
 module monitoring 'modules/monitoring.bicep' = {
-  name: 'msconnector-monitoring'
+  name: '${deploymentPrefix}-monitoring'
   params: {
     logAnalyticsName: names.logAnalytics
     applicationInsightsName: names.applicationInsights
@@ -242,7 +292,7 @@ module monitoring 'modules/monitoring.bicep' = {
 }
 
 module functionApp 'modules/functionapp.bicep' = {
-  name: 'msconnector-functionapp'
+  name: '${deploymentPrefix}-functionapp'
   params: {
     planName: names.plan
     appName: functionAppName
@@ -252,11 +302,25 @@ module functionApp 'modules/functionapp.bicep' = {
     deploymentContainerUrl: storage.outputs.deploymentContainerUrl
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
+  }
+}
+
+module alerts 'modules/alerts.bicep' = if (enableAlerts) {
+  name: '${deploymentPrefix}-alerts'
+  params: {
+    name: 'alert-${name}'
+    location: location
+    tags: tags
+    workspaceId: monitoring.outputs.workspaceId
+    actionGroupName: names.actionGroup
+    alertEmail: alertEmail
+    workbookDisplayName: 'MEGDocs Microsoft connector (${name})'
   }
 }
 
 module registration 'modules/app-registration.bicep' = if (createAppRegistration) {
-  name: 'msconnector-app-registration'
+  name: '${deploymentPrefix}-app-registration'
   params: {
     uniqueName: appRegistrationUniqueName
     displayName: appRegistrationDisplayName
@@ -264,12 +328,20 @@ module registration 'modules/app-registration.bicep' = if (createAppRegistration
     redirectUri: callbackUrl
     federatedIdentityPrincipalId: clientAuthMode == 'managed_identity' ? identity.outputs.principalId : ''
     federatedIdentityIssuer: '${loginEndpoint}${tenant().tenantId}/v2.0'
+    ownerObjectIds: [
+      deployerObjectId
+    ]
   }
 }
 
 var appSettings = {
   // Host storage through the user-assigned identity; no connection string.
-  AzureWebJobsStorage__accountName: storage.outputs.name
+  // Service URIs rather than __accountName: the host would build
+  // *.core.windows.net from an account name, which is wrong outside Azure public.
+  AzureWebJobsStorage__blobServiceUri: 'https://${storage.outputs.name}.blob.${storageSuffix}'
+  // Also the queue of the webhook deliveries: the host's queue trigger
+  // (functions/webhook) and the handler's enqueue both use it.
+  AzureWebJobsStorage__queueServiceUri: 'https://${storage.outputs.name}.queue.${storageSuffix}'
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identity.outputs.clientId
   // Entra ID authenticated telemetry (the connection string is added by appsettings.bicep).
@@ -282,6 +354,9 @@ var appSettings = {
   MICROSOFT_CLIENT_AUTH: clientAuthMode
   MICROSOFT_OAUTH_CALLBACK_URL: callbackUrl
   MICROSOFT_TENANT: empty(microsoftTenant) ? derivedTenant : microsoftTenant
+  // The app registration's home tenant: GET /api/diagnostics asks it for a
+  // client-credentials token to check the app's own credential.
+  MICROSOFT_APP_TENANT_ID: tenant().tenantId
   MICROSOFT_AUTHORITY_HOST: authorityHost
   MICROSOFT_GRAPH_URL: microsoftGraphUrl
   MICROSOFT_SCOPES: microsoftScopes
@@ -293,7 +368,8 @@ var appSettings = {
   REFRESH_LOOKAHEAD: refreshLookahead
   REFRESH_CONCURRENCY: string(refreshConcurrency)
   REFRESH_DEADLINE: refreshDeadline
-  SECRETS_CACHE_TTL: secretsCacheTtl
+  SECRETS_CACHE_TTL: keyVaultCacheTtl
+  WEBHOOK_QUEUE: webhookQueueName
 }
 
 // Unset rather than empty when there is no webhook.
@@ -304,7 +380,7 @@ var webhookSettings = empty(cmsWebhookUrl)
     }
 
 module settings 'modules/appsettings.bicep' = {
-  name: 'msconnector-appsettings'
+  name: '${deploymentPrefix}-appsettings'
   params: {
     siteName: functionApp.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
@@ -343,6 +419,9 @@ output tenantId string = tenant().tenantId
 
 @description('Who can connect (signInAudience).')
 output signInAudience string = signInAudience
+
+@description('The monitoring workbook (dashboard) in the Azure portal; none when enableAlerts is false.')
+output dashboardUrl string = enableAlerts ? '${environment().portal}/#@${tenant().tenantId}/resource${alerts!.outputs.workbookId}/workbook' : 'none'
 
 @description('True when CMS_WEBHOOK_URL is set (deploy.sh then creates cms-webhook-secret).')
 output cmsWebhookEnabled bool = !empty(cmsWebhookUrl)

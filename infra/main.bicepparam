@@ -29,7 +29,16 @@ param appRegistrationDisplayName = 'MEGDocs Microsoft Integration'
 
 param enablePurgeProtection = true
 
-// Key Vault Secrets Officer for whoever deploys: deploy.sh exports the
-// signed-in principal's object ID so it can store the generated secrets.
+// Key Vault Secrets Officer: empty means whoever deploys (deployer(), also
+// under az login --identity), so deploy.sh can store the generated secrets.
+// ADMIN_PRINCIPAL_ID names someone else (a group, say); deploy.sh exports
+// ADMIN_PRINCIPAL_TYPE for the signed-in principal's kind.
 param adminPrincipalId = readEnvironmentVariable('ADMIN_PRINCIPAL_ID', '')
 param adminPrincipalType = readEnvironmentVariable('ADMIN_PRINCIPAL_TYPE', 'User')
+
+// Where the alerts go (docs/operations.md). Empty: alerts without a receiver.
+param alertEmail = readEnvironmentVariable('ALERT_EMAIL', '')
+
+// Set to a new value only when redeploying into a resource group that was
+// deleted less than softDeleteRetentionInDays ago (docs/deploy.md).
+param keyVaultNameSalt = readEnvironmentVariable('KEY_VAULT_NAME_SALT', '')

@@ -32,6 +32,9 @@ param federatedIdentityPrincipalId string
 @description('Issuer of the identity\'s tokens: this cloud\'s login endpoint followed by <tenant-id>/v2.0.')
 param federatedIdentityIssuer string
 
+@description('Object IDs made owners of the application (added to, never replacing, the owners it has): the deploying principal, so a later deployment by another admin can still update it.')
+param ownerObjectIds array
+
 // Microsoft Graph's application ID, the same in every tenant.
 var microsoftGraphAppId = '00000003-0000-0000-c000-000000000000'
 
@@ -43,6 +46,12 @@ resource application 'Microsoft.Graph/applications@v1.0' = {
   displayName: displayName
   signInAudience: signInAudience
   notes: 'Managed by the MEGDocs Microsoft connector deployment (infra/main.bicep). Changes made in the portal are overwritten by the next deployment.'
+  // A relationship: the IDs are added to the owners ("append" is the default
+  // relationshipSemantics), so each admin who deploys becomes an owner and
+  // nobody is removed. learn.microsoft.com/graph/templates/concept-relationships-in-graph-types
+  owners: {
+    relationships: ownerObjectIds
+  }
   api: {
     // Required for personal Microsoft accounts; harmless for the others.
     requestedAccessTokenVersion: 2

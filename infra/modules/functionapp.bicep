@@ -33,10 +33,13 @@ param deploymentContainerUrl string
 ])
 param instanceMemoryMB int
 
-@description('Most instances the app scales out to.')
-@minValue(1)
+@description('Most instances the app scales out to: Flex Consumption accepts 40 to 1000.')
+@minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int
+
+@description('Resource ID of the Log Analytics workspace that receives the function app\'s logs (FunctionAppLogs).')
+param logAnalyticsWorkspaceId string
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
@@ -66,9 +69,12 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    // Only minTlsVersion: FC1 sites reject other site configuration such as
+    // ftpsState (BadRequest, extended code 51021, "site configuration
+    // properties ... for Flex Consumption sites is invalid"); FTP is not
+    // offered on Flex Consumption at all.
     siteConfig: {
       minTlsVersion: '1.2'
-      ftpsState: 'Disabled'
     }
     functionAppConfig: {
       deployment: {
@@ -90,6 +96,25 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         version: '1.0'
       }
     }
+  }
+}
+
+// The host's own log (every invocation, worker start and crash, and the
+// handler's stdout lines) in the workspace's FunctionAppLogs table, next to
+// Application Insights' AppTraces. Category: Microsoft.Web/sites supported logs
+// (learn.microsoft.com/azure/azure-monitor/reference/supported-logs/microsoft-web-sites-logs).
+// Whether Flex Consumption emits this category is not proven here (docs/deploy.md).
+resource appLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'logs-to-log-analytics'
+  scope: site
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'FunctionAppLogs'
+        enabled: true
+      }
+    ]
   }
 }
 

@@ -38,6 +38,9 @@ param adminPrincipalId string
 ])
 param adminPrincipalType string
 
+@description('Resource ID of the Log Analytics workspace that receives the vault\'s audit log (AuditEvent).')
+param logAnalyticsWorkspaceId string
+
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: name
   location: location
@@ -81,6 +84,25 @@ resource secretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = i
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.keyVaultSecretsOfficer)
     principalId: adminPrincipalId
     principalType: adminPrincipalType
+  }
+}
+
+// Every read and change of a secret (who, from where, which secret and
+// version) goes to Log Analytics: the AzureDiagnostics table, Category ==
+// "AuditEvent". Category name: Key Vault's supported log categories
+// (learn.microsoft.com/azure/azure-monitor/reference/supported-logs/microsoft-keyvault-vaults-logs).
+// API version: Azure/bicep-types-az, insights microsoft.insights/diagnosticSettings 2021-05-01-preview.
+resource auditLog 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'audit-to-log-analytics'
+  scope: vault
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'AuditEvent'
+        enabled: true
+      }
+    ]
   }
 }
 

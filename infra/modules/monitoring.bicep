@@ -63,3 +63,6 @@ resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' =
 // component itself, so it never appears in deployment outputs.
 @description('Application Insights component name.')
 output applicationInsightsName string = appInsights.name
+
+@description('Resource ID of the Log Analytics workspace: diagnostic settings and the alerts\' scope.')
+output workspaceId string = workspace.id

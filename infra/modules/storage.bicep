@@ -1,6 +1,7 @@
 // Storage for the Functions host (AzureWebJobsStorage: leases, timer
 // monitor), the deployment package container, and the handler's tables.
-// Shared keys are off: every caller uses the managed identity.
+// Shared keys are off: every caller uses the managed identity. The queues
+// carry the webhook deliveries (WEBHOOK_QUEUE, functions/webhook).
 
 import { roleIds } from 'roles.bicep'
 
@@ -21,6 +22,9 @@ param deploymentContainerName string
 @description('Principal ID of the function app identity.')
 param principalId string
 
+@description('Queues to create: the webhook deliveries queue and its poison queue, where the host moves a message after maxDequeueCount failed attempts (kept for replay, docs/operations.md).')
+param queueNames array
+
 @description('Storage redundancy.')
 @allowed([
   'Standard_LRS'
@@ -35,6 +39,8 @@ var tableNames = [
   'connectsessions'
 ]
 
+// Storage Queue Data Contributor covers both the host's queue trigger
+// (read, delete, move to the poison queue) and the handler's enqueue.
 var storageRoles = [
   roleIds.storageBlobDataOwner
   roleIds.storageQueueDataContributor
@@ -73,6 +79,18 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
         publicAccess: 'None'
       }
     }
+  }
+
+  // The queue trigger creates a missing poison queue itself; creating both
+  // here lets an operator look at them (and replay) before the first failure.
+  resource queueService 'queueServices' = {
+    name: 'default'
+
+    resource queues 'queues' = [
+      for queueName in queueNames: {
+        name: queueName
+      }
+    ]
   }
 
   resource tableService 'tableServices' = {
