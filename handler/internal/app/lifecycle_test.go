@@ -33,13 +33,20 @@ const adaOID = "5d2f4c3b-7a8e-4f1d-9c6b-2e3a4b5c6d7e"
 // outgoing HTTP client of our choosing.
 func startWith(t *testing.T, expiresIn time.Duration, hc *http.Client, settings map[string]string) *stack {
 	t.Helper()
+	return startStack(t, devstack.Options{Settings: settings, IdentityExpiresIn: expiresIn, HTTPClient: hc})
+}
+
+// startStack runs the stack with o (its Logs and WithoutCMS are set here).
+func startStack(t *testing.T, o devstack.Options) *stack {
+	t.Helper()
 	if os.Getenv("SKIP_AZURITE") == "1" {
 		t.Skip("SKIP_AZURITE=1")
 	}
 	logs := &logtest.Buffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	s, err := devstack.Start(ctx, devstack.Options{Settings: settings, Logs: logs, WithoutCMS: true, IdentityExpiresIn: expiresIn, HTTPClient: hc})
+	o.Logs, o.WithoutCMS = logs, true
+	s, err := devstack.Start(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
