@@ -161,6 +161,12 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 		}
 		tap.add(k, s.Settings[k])
 	}
+	// The Table Storage account key inside the connection string.
+	for _, part := range strings.Split(s.Settings["TABLES_CONNECTION_STRING"], ";") {
+		if key, ok := strings.CutPrefix(part, "AccountKey="); ok {
+			tap.add("tables_account_key", key)
+		}
+	}
 	wrongKey := "wrong-cms-key-9876543210"
 	description := "AADSTS65004: User Ada Lovelace declined to consent (trace 0badc0ffee)"
 	tap.add("error_description", description)
@@ -270,7 +276,7 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 	// nothing.
 	for what, atLeast := range map[string]int{
 		"client_secret": 1, "code": 2, "code_verifier": 2, "refresh_token": 3, "access_token": 3,
-		"id_token": 1, "session": 3, "state": 2, "state_cookie": 1, "bearer": 1, "connect_code": 2,
+		"id_token": 1, "session": 3, "state": 2, "state_cookie": 1, "bearer": 1, "connect_code": 2, "tables_account_key": 1,
 	} {
 		if n := tap.count(what); n < atLeast {
 			t.Errorf("the run saw %d %s values, want at least %d", n, what, atLeast)
