@@ -17,6 +17,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 
+	"github.com/megdocs/msconnector/handler/internal/clocktest"
 	"github.com/megdocs/msconnector/handler/internal/connection"
 	"github.com/megdocs/msconnector/handler/internal/devidp"
 	"github.com/megdocs/msconnector/handler/internal/devstack"
@@ -33,13 +34,20 @@ const adaOID = "5d2f4c3b-7a8e-4f1d-9c6b-2e3a4b5c6d7e"
 // outgoing HTTP client of our choosing.
 func startWith(t *testing.T, expiresIn time.Duration, hc *http.Client, settings map[string]string) *stack {
 	t.Helper()
+	return startStack(t, devstack.Options{Settings: settings, IdentityExpiresIn: expiresIn, HTTPClient: hc})
+}
+
+// startStack runs the stack with o (its Logs and WithoutCMS are set here).
+func startStack(t *testing.T, o devstack.Options) *stack {
+	t.Helper()
 	if os.Getenv("SKIP_AZURITE") == "1" {
 		t.Skip("SKIP_AZURITE=1")
 	}
 	logs := &logtest.Buffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	s, err := devstack.Start(ctx, devstack.Options{Settings: settings, Logs: logs, WithoutCMS: true, IdentityExpiresIn: expiresIn, HTTPClient: hc})
+	o.Logs, o.WithoutCMS = logs, true
+	s, err := devstack.Start(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,9 +90,14 @@ func (s *stack) token(t *testing.T, userID string) response {
 
 func TestErrorClassesThroughTheTokenAPI(t *testing.T) {
 	hc := &http.Client{Timeout: 700 * time.Millisecond}
-	// One-second tokens: after a short wait the stored token has expired,
-	// so a failed refresh cannot fall back on it.
-	s := startWith(t, time.Second, hc, nil)
+	// One-second tokens on the stack's settable clock (the handler's and
+	// the stand-in's): advancing it past a second expires the stored
+	// token, so a failed refresh cannot fall back on it.
+	clock := clocktest.New(time.Now())
+	startClocked := func(t *testing.T) *stack {
+		return startStack(t, devstack.Options{IdentityExpiresIn: time.Second, HTTPClient: hc, Now: clock.Now})
+	}
+	s := startClocked(t)
 
 	cases := []struct {
 		name       string
@@ -92,7 +105,13 @@ func TestErrorClassesThroughTheTokenAPI(t *testing.T) {
 		wantStatus int
 		wantCode   string
 		wantState  string
-		retryAfter string // "" any, else exact
+		// wantLastError: last_error.code of a reconnect_required
+		// connection.
+		wantLastError string
+		retryAfter    string // "" any, else exact
+		// requests: the calls to Microsoft's token endpoint the token
+		// call makes (a retry is one more).
+		requests int
 		// pauses: throttling stops calls to the token endpoint for a
 		// while (the instance's when instance, else the user's), so the
 		// case needs a stack of its own.
@@ -100,29 +119,29 @@ func TestErrorClassesThroughTheTokenAPI(t *testing.T) {
 	}{
 		{"invalid_grant 700082 (inactivity)", func() {
 			s.IDP.FailNext(1, devidp.OAuthError(400, "invalid_grant", 700082, "The refresh token has expired due to inactivity.").WithSuberror("bad_token"))
-		}, 409, "reconnect_required", "reconnect_required", "", false, false},
+		}, 409, "reconnect_required", "reconnect_required", "invalid_grant", "", 1, false, false},
 		{"interaction_required 50076 (MFA)", func() {
 			s.IDP.FailNext(1, devidp.OAuthError(400, "interaction_required", 50076, "Due to a configuration change made by your administrator, you must use multi-factor authentication."))
-		}, 409, "reconnect_required", "reconnect_required", "", false, false},
+		}, 409, "reconnect_required", "reconnect_required", "interaction_required", "", 1, false, false},
 		{"invalid_grant 50196 (loop detected = throttling)", func() {
 			s.IDP.FailNext(1, devidp.OAuthError(400, "invalid_grant", 50196, "The server terminated an operation because it encountered a client request loop."))
-		}, 503, "temporarily_unavailable", "connected", "", true, false},
+		}, 503, "temporarily_unavailable", "connected", "", "", 1, true, false},
 		{"invalid_client 7000215 twice (wrong secret, re-read and retried once)", func() {
 			bad := devidp.OAuthError(401, "invalid_client", 7000215, "Invalid client secret provided.")
 			s.IDP.FailNext(2, bad)
-		}, 503, "not_configured", "connected", "", false, false},
+		}, 503, "not_configured", "connected", "", "", 2, false, false},
 		{"500", func() {
 			s.IDP.FailNext(1, devidp.Response{Status: 500, Body: []byte("<html>oops</html>")})
-		}, 503, "temporarily_unavailable", "connected", "", false, false},
-		{"timeout", func() { s.IDP.SetLatency(1500 * time.Millisecond) }, 503, "temporarily_unavailable", "connected", "", false, false},
-		{"429 with Retry-After", func() { s.IDP.FailNext(1, devidp.Throttled(7*time.Second)) }, 503, "temporarily_unavailable", "connected", "7", true, true},
+		}, 503, "temporarily_unavailable", "connected", "", "", 1, false, false},
+		{"timeout", func() { s.IDP.SetLatency(1500 * time.Millisecond) }, 503, "temporarily_unavailable", "connected", "", "", 1, false, false},
+		{"429 with Retry-After", func() { s.IDP.FailNext(1, devidp.Throttled(7*time.Second)) }, 503, "temporarily_unavailable", "connected", "", "7", 1, true, true},
 	}
 	shared := s
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			s = shared
 			if tc.pauses {
-				s = startWith(t, time.Second, hc, nil)
+				s = startClocked(t)
 			}
 			user := "class-" + strconv.Itoa(i)
 			s.connect(t, user, "ada@contoso.com")
@@ -130,11 +149,14 @@ func TestErrorClassesThroughTheTokenAPI(t *testing.T) {
 			if tc.pauses {
 				s.connect(t, other, "grace@contoso.com")
 			}
-			time.Sleep(1100 * time.Millisecond) // the access token expires
+			clock.Advance(1100 * time.Millisecond) // the access token expires
 			before := s.IDP.TokenRequests("refresh_token")
 			tc.fail()
 			r := s.token(t, user)
 			s.IDP.SetLatency(0)
+			if got := s.IDP.TokenRequests("refresh_token") - before; got != tc.requests {
+				t.Errorf("%d calls to the token endpoint, want %d", got, tc.requests)
+			}
 			if r.status != tc.wantStatus || r.errorCode(t) != tc.wantCode {
 				t.Fatalf("token API: %d %s, want %d %s", r.status, r.body, tc.wantStatus, tc.wantCode)
 			}
@@ -149,9 +171,12 @@ func TestErrorClassesThroughTheTokenAPI(t *testing.T) {
 				t.Errorf("status = %v, want %s", st["status"], tc.wantState)
 			}
 			if tc.wantState == "reconnect_required" {
+				// Both keys present, code the stable one, at a time.
 				le, _ := st["last_error"].(map[string]any)
-				if le == nil || le["code"] == "" || le["at"] == nil {
-					t.Errorf("last_error = %v", st["last_error"])
+				code, hasCode := le["code"].(string)
+				at, _ := le["at"].(string)
+				if _, err := time.Parse(time.RFC3339, at); !hasCode || code != tc.wantLastError || err != nil {
+					t.Errorf("last_error = %v, want {code: %s, at: <time>}", st["last_error"], tc.wantLastError)
 				}
 			}
 			if tc.pauses {
@@ -172,7 +197,6 @@ func TestErrorClassesThroughTheTokenAPI(t *testing.T) {
 					t.Error("no throttled log line")
 				}
 			}
-			_ = before
 		})
 	}
 	s = shared

@@ -3,16 +3,24 @@ package app_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/megdocs/msconnector/handler/internal/devidp"
+	"github.com/megdocs/msconnector/handler/internal/devstack"
+	"github.com/megdocs/msconnector/handler/internal/logtest"
 )
 
 // secretTap records every secret value that crosses the handler's outgoing
@@ -86,21 +94,78 @@ func (s *secretTap) RoundTrip(r *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// TestLogsCarryNoSecrets runs the whole product through a connect, a
-// failed and a replayed callback, token calls that refresh, a timer sweep,
-// a revoked account and a wrong CMS key, then scans every handler log line
-// for every secret value of the run: settings secrets, session tokens,
-// states, state cookies, authorization codes, PKCE verifiers, access,
-// refresh and id tokens, the error description Microsoft sent, and the
-// callback's query strings. The contract: no line ever carries any of them.
+// TestLogsCarryNoSecrets runs the real handler binary as a child process
+// (what Azure runs: every byte it prints reaches the host's log stream)
+// through a connect, a failed and a replayed callback, token calls that
+// refresh, a timer sweep, webhook deliveries, a revoked account and a wrong
+// CMS key, then scans the raw bytes of its stdout and stderr for every
+// secret value of the run: settings secrets (client secret, encryption
+// key, CMS keys, webhook secret), session tokens, states, state cookies,
+// authorization codes, PKCE verifiers, connect codes, access, refresh and
+// id tokens, the error description Microsoft sent, and the callback's
+// query strings. The contract: none of them, nor any 16-character slice of
+// one, is ever printed, by the logger or by anything else; stdout carries
+// only the logger's JSON lines and stderr nothing.
 func TestLogsCarryNoSecrets(t *testing.T) {
 	tap := &secretTap{next: http.DefaultTransport.(*http.Transport).Clone(), values: map[string]string{}}
+	// The child's calls to Microsoft (the stand-in) pass through this
+	// proxy, which records every secret on the wire both ways.
+	var idp atomic.Pointer[url.URL]
+	proxy := httptest.NewServer(&httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			if u := idp.Load(); u != nil {
+				r.SetURL(u)
+			}
+			r.Out.Host = r.In.Host // the stand-in's issuer is the host it is called on
+		},
+		Transport: tap,
+	})
+	t.Cleanup(proxy.Close)
+	var hooks atomic.Int64
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hooks.Add(1)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(hook.Close)
+	bin, err := devstack.BuildHandler(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr logtest.Buffer
 	// Tokens live 4 minutes: inside the 5-minute margin, so every token
 	// call and the sweep refresh.
-	s := startWith(t, 4*time.Minute, &http.Client{Transport: tap, Timeout: 30 * time.Second},
-		map[string]string{"CMS_API_KEY_PREVIOUS": "previous-cms-key-0123456789"})
-	for _, k := range []string{"MICROSOFT_CLIENT_SECRET", "TOKEN_ENCRYPTION_KEY", "CMS_API_KEY", "CMS_API_KEY_PREVIOUS"} {
+	s := startStack(t, devstack.Options{
+		IdentityExpiresIn: 4 * time.Minute,
+		Settings: map[string]string{
+			"CMS_API_KEY_PREVIOUS":     "previous-cms-key-0123456789",
+			"CMS_WEBHOOK_URL":          hook.URL,
+			"CMS_WEBHOOK_SECRET":       "webhook-secret-" + rand.Text(),
+			"MICROSOFT_AUTHORITY_HOST": proxy.URL,
+			"MICROSOFT_GRAPH_URL":      proxy.URL,
+		},
+		HandlerBinary: bin, HandlerStdout: &stdout, HandlerStderr: &stderr,
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the handler's stdout:\n%s\nits stderr:\n%s", stdout.String(), stderr.String())
+		}
+	})
+	target, err := url.Parse(s.IdentityURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idp.Store(target)
+	for _, k := range []string{"MICROSOFT_CLIENT_SECRET", "TOKEN_ENCRYPTION_KEY", "CMS_API_KEY", "CMS_API_KEY_PREVIOUS", "CMS_WEBHOOK_SECRET"} {
+		if s.Settings[k] == "" {
+			t.Fatalf("no %s in the run's settings", k)
+		}
 		tap.add(k, s.Settings[k])
+	}
+	// The Table Storage account key inside the connection string.
+	for _, part := range strings.Split(s.Settings["TABLES_CONNECTION_STRING"], ";") {
+		if key, ok := strings.CutPrefix(part, "AccountKey="); ok {
+			tap.add("tables_account_key", key)
+		}
 	}
 	wrongKey := "wrong-cms-key-9876543210"
 	description := "AADSTS65004: User Ada Lovelace declined to consent (trace 0badc0ffee)"
@@ -211,34 +276,50 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 	// nothing.
 	for what, atLeast := range map[string]int{
 		"client_secret": 1, "code": 2, "code_verifier": 2, "refresh_token": 3, "access_token": 3,
-		"id_token": 1, "session": 3, "state": 2, "state_cookie": 1, "bearer": 1, "connect_code": 2,
+		"id_token": 1, "session": 3, "state": 2, "state_cookie": 1, "bearer": 1, "connect_code": 2, "tables_account_key": 1,
 	} {
 		if n := tap.count(what); n < atLeast {
 			t.Errorf("the run saw %d %s values, want at least %d", n, what, atLeast)
 		}
 	}
+	if hooks.Load() == 0 {
+		t.Error("no webhook was delivered: the webhook secret was never used")
+	}
+	// Stop the child so everything it prints, to its last line, is read.
+	s.Stop()
+	tap.mu.Lock()
+	secrets := maps.Clone(tap.values)
+	tap.mu.Unlock()
+	for _, stream := range []struct {
+		name string
+		out  []byte
+	}{{"stdout", []byte(stdout.String())}, {"stderr", []byte(stderr.String())}} {
+		for _, leak := range findSecrets(stream.out, secrets) {
+			t.Errorf("the handler's %s carries %s", stream.name, leak)
+		}
+		// A query string mixes public and secret parts (the secret
+		// parts are in secrets): only the whole is matched.
+		for _, q := range queries {
+			if bytes.Contains(stream.out, []byte(q)) {
+				t.Errorf("the handler's %s carries a callback query string: %s", stream.name, q)
+			}
+		}
+	}
+	if stderr.String() != "" {
+		t.Errorf("the handler wrote to stderr (only a fatal error may):\n%s", stderr.String())
+	}
+
 	events := map[string]bool{}
 	lines := 0
-	for _, line := range strings.Split(s.logs.String(), "\n") {
+	for _, line := range strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n") {
 		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) != nil || m["component"] != "handler" {
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Errorf("the handler printed a line that is not the logger's JSON: %q", line)
 			continue
 		}
 		lines++
 		if ev, ok := m["event"].(string); ok {
 			events[ev] = true
-		}
-		tap.mu.Lock()
-		for v, what := range tap.values {
-			if strings.Contains(line, v) {
-				t.Errorf("a log line carries a %s: %s", what, line)
-			}
-		}
-		tap.mu.Unlock()
-		for _, q := range queries {
-			if strings.Contains(line, q) {
-				t.Errorf("a log line carries a callback query string: %s", line)
-			}
 		}
 	}
 	for _, ev := range []string{"connect_session_created", "connect_started", "connected", "oauth_failed", "refreshed", "refresh_swept", "refresh_failed", "request"} {
@@ -249,4 +330,49 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 	if lines < 20 {
 		t.Errorf("only %d handler log lines", lines)
 	}
+}
+
+// leakWindow is the length of the slices of a secret that may not be
+// printed either: half a refresh token is still a leak.
+const leakWindow = 16
+
+// findSecrets reports every place out carries a secret (value -> what it
+// is) whole or any leakWindow-character slice of one (of the secrets at
+// least that long), once per secret.
+func findSecrets(out []byte, secrets map[string]string) []string {
+	windows := map[string]string{} // slice -> the secret it is from
+	var short []string
+	for v := range secrets {
+		if len(v) < leakWindow {
+			short = append(short, v)
+			continue
+		}
+		for i := 0; i+leakWindow <= len(v); i++ {
+			windows[v[i:i+leakWindow]] = v
+		}
+	}
+	seen := map[string]bool{}
+	var leaks []string
+	report := func(v string, at int) {
+		if seen[v] {
+			return
+		}
+		seen[v] = true
+		line := out[max(0, bytes.LastIndexByte(out[:at], '\n')+1):]
+		if end := bytes.IndexByte(line, '\n'); end >= 0 {
+			line = line[:end]
+		}
+		leaks = append(leaks, fmt.Sprintf("a %s (or a %d-character slice of one) at byte %d: %s", secrets[v], leakWindow, at, line))
+	}
+	for j := 0; j+leakWindow <= len(out); j++ {
+		if v, ok := windows[string(out[j:j+leakWindow])]; ok {
+			report(v, j)
+		}
+	}
+	for _, v := range short {
+		if at := bytes.Index(out, []byte(v)); at >= 0 {
+			report(v, at)
+		}
+	}
+	return leaks
 }

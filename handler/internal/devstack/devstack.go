@@ -66,6 +66,15 @@ type Options struct {
 	Timer time.Duration
 	// Now is the handler's and the stand-in's clock (nil: time.Now).
 	Now func() time.Time
+
+	// HandlerBinary, when set, runs that program (the built `handler`
+	// command, see BuildHandler) as a child process with exactly the
+	// handler's settings as its environment, instead of the composition
+	// root inside this process. Its stdout and stderr are the raw bytes
+	// of everything the process prints (the log-leak test scans them);
+	// HTTPClient and Now cannot reach a child and must be unset.
+	HandlerBinary                string
+	HandlerStdout, HandlerStderr io.Writer
 }
 
 // ManagedIdentityClientID is the stand-in's user-assigned identity.
@@ -202,10 +211,22 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	cfg := config.Load(mapEnv(env))
-	go func() {
-		s.done <- app.Serve(runCtx, hl, cfg, app.Deps{Getenv: mapEnv(env), Log: component(logs, "handler"), HTTPClient: o.HTTPClient, Now: o.Now})
-	}()
+	if o.HandlerBinary != "" {
+		if o.HTTPClient != nil || o.Now != nil {
+			hl.Close()
+			return nil, errors.New("devstack: HTTPClient and Now cannot reach a HandlerBinary child")
+		}
+		// The child listens on the port itself, as under the host.
+		hl.Close()
+		if err := s.startChild(runCtx, o, env); err != nil {
+			return nil, err
+		}
+	} else {
+		cfg := config.Load(mapEnv(env))
+		go func() {
+			s.done <- app.Serve(runCtx, hl, cfg, app.Deps{Getenv: mapEnv(env), Log: component(logs, "handler"), HTTPClient: o.HTTPClient, Now: o.Now})
+		}()
+	}
 
 	if cl != nil {
 		graph := env["MICROSOFT_GRAPH_URL"]

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -274,6 +275,64 @@ func (f *fakeVault) holdReads() (entered <-chan struct{}, release func()) {
 	}
 }
 
+// waitBound bounds every wait on an event in these tests: a missing event
+// fails the test instead of hanging it until go test's 10-minute timeout.
+const waitBound = 10 * time.Second
+
+// recv waits for one value on ch, failing t after waitBound.
+func recv[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(waitBound):
+		t.Fatalf("waited %s for %s", waitBound, what)
+		panic("unreachable")
+	}
+}
+
+// waitGroupDone is closed when wg's count reaches zero.
+func waitGroupDone(wg *sync.WaitGroup) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	return done
+}
+
+// waitParked waits until n goroutines are blocked (in a select or on a
+// channel) with every one of frames on their stacks ("pkg.(*T).m(": the
+// call itself, not a closure in it; "pkg.TestX.": this test's
+// goroutines), failing t after waitBound. It reads the goroutines' stacks,
+// the one record of where each is waiting.
+func waitParked(t *testing.T, n int, frames ...string) {
+	t.Helper()
+	deadline := time.Now().Add(waitBound)
+	buf := make([]byte, 1<<20)
+	for {
+		got := 0
+		for g := range strings.SplitSeq(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			header, _, _ := strings.Cut(g, "\n")
+			blocked := strings.Contains(header, "[select") || strings.Contains(header, "[chan receive")
+			for _, f := range frames {
+				blocked = blocked && strings.Contains(g, f)
+			}
+			if blocked {
+				got++
+			}
+		}
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %s for %d goroutines blocked in %q, found %d", waitBound, n, frames, got)
+		}
+		runtime.Gosched()
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func TestKeyVaultConcurrentReadersShareOneFetch(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -311,12 +370,14 @@ func TestKeyVaultConcurrentReadersShareOneFetch(t *testing.T) {
 				}()
 			}
 			started.Wait()
-			<-entered // the one read is at Key Vault
-			// Give every reader time to reach the shared wait: if reads
-			// were not shared, each would now be a Key Vault call of its own.
-			time.Sleep(50 * time.Millisecond)
+			recv(t, entered, "a read to reach Key Vault")
+			// Every reader must be waiting in the shared read before it
+			// is released: one that arrives later would find the value
+			// cached (Get) or start a read of its own (Reload), and the
+			// count below would prove nothing, or fail at random.
+			waitParked(t, readers, "secrets.(*flight).do(", "secrets.TestKeyVaultConcurrentReadersShareOneFetch.")
 			release()
-			done.Wait()
+			recv(t, waitGroupDone(&done), "every reader to return")
 			close(results)
 			close(errs)
 			for err := range errs {
@@ -352,7 +413,7 @@ func TestKeyVaultCallerCancelDoesNotAbortTheRead(t *testing.T) {
 		_, err := e.kv.Get(ctx, CMSAPIKey)
 		errc <- err
 	}()
-	<-entered
+	recv(t, entered, "the read to reach Key Vault")
 	cancel()
 	select {
 	case err := <-errc:
