@@ -52,18 +52,18 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 var pages = map[string]struct{ title, text string }{
 	connection.ELinkInvalid:  {"This link has expired", "This connect link has expired or was already used. Go back to MEGDocs and start connecting your Microsoft account again."},
 	connection.EStateInvalid: {"This sign-in cannot be completed", "This sign-in link is no longer valid, or it was opened in another browser. Go back to MEGDocs and start connecting your Microsoft account again."},
-	connection.EInternal:     {"Something went wrong", "MEGDocs could not start or finish connecting your Microsoft account. Please try again from MEGDocs in a few minutes."},
 }
 
 // browserError answers a browser route's error with a page, not JSON. An
-// error without a page of its own is an internal failure: no detail on the
-// page (the log has it).
+// error without a page of its own is an internal failure: a page without
+// detail (the log has it).
 func (s *Server) browserError(w http.ResponseWriter, r *http.Request, err error) {
 	code, status := errorStatus(err)
 	p, ok := pages[code]
-	if !ok || status == http.StatusInternalServerError {
+	if !ok {
 		s.Log.Error().Str("event", "internal_error").Str("route", r.Pattern).Err(err).Msg("browser request failed")
-		p, status = pages[connection.EInternal], http.StatusInternalServerError
+		p.title, p.text = "Something went wrong", "MEGDocs could not start or finish connecting your Microsoft account. Please try again from MEGDocs in a few minutes."
+		status = statusOf[connection.EInternal]
 	}
 	page(w, status, p.title, p.text)
 }

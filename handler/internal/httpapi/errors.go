@@ -11,8 +11,9 @@ import (
 )
 
 // statusOf is the one table from the domain's error codes to HTTP statuses
-// (contract "Errors"). A code not in it is an internal error: 500
-// internal_error, no detail in the response, the detail in the log.
+// (contract "Errors"). A code not in it (connection.EConflict, say) is an
+// internal error: 500 internal_error, no detail in the response, the detail
+// in the log.
 var statusOf = map[string]int{
 	connection.EInvalid:             http.StatusBadRequest,
 	connection.EReturnURLNotAllowed: http.StatusBadRequest,
@@ -27,6 +28,7 @@ var statusOf = map[string]int{
 	connection.EReconnectRequired:   http.StatusConflict,
 	connection.EUnavailable:         http.StatusServiceUnavailable,
 	connection.ENotConfigured:       http.StatusServiceUnavailable,
+	connection.EInternal:            http.StatusInternalServerError,
 }
 
 // errorBody is the contract's error JSON.
@@ -46,8 +48,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // say: an internal error's detail, and which secret or credential a
 // not_configured at run time is about.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	switch code, status := errorStatus(err); {
-	case status == http.StatusInternalServerError:
+	switch code, _ := errorStatus(err); {
+	case code == connection.EInternal:
 		s.Log.Error().Str("event", "internal_error").Str("route", r.Pattern).Err(err).Msg("request failed")
 	case code == connection.ENotConfigured && hasCause(err):
 		s.Log.Error().Str("event", "not_configured").Err(err).Msg("a required secret or credential is missing, malformed or refused")
@@ -62,8 +64,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 func respond(w http.ResponseWriter, err error) {
 	code, status := errorStatus(err)
 	msg := connection.ErrorMessage(err)
-	if status == http.StatusInternalServerError {
-		code, msg = connection.EInternal, "internal error"
+	if code == connection.EInternal {
+		msg = "internal error" // the detail is for the log
 	}
 	var e *connection.Error
 	if errors.As(err, &e) && e.RetryAfter > 0 {
@@ -79,14 +81,14 @@ func hasCause(err error) bool {
 	return !errors.As(err, &e) || error(e) != err || e.Err != nil
 }
 
-// errorStatus returns err's code and its status; 500 for a code statusOf
-// does not know.
+// errorStatus returns err's code and its status; internal_error (500) for a
+// code statusOf does not know.
 func errorStatus(err error) (string, int) {
 	code := connection.ErrorCode(err)
 	if status, ok := statusOf[code]; ok {
 		return code, status
 	}
-	return connection.EInternal, http.StatusInternalServerError
+	return connection.EInternal, statusOf[connection.EInternal]
 }
 
 // bodyError words a failure to read a request body as invalid_request.
