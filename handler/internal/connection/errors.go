@@ -64,28 +64,27 @@ func Errorf(code, format string, args ...any) *Error {
 // ErrorCode returns the code of the first *Error in err's chain; EInternal
 // when there is none, "" for a nil err.
 func ErrorCode(err error) string {
-	var e *Error
-	switch {
-	case err == nil:
-		return ""
-	case errors.As(err, &e):
-		return e.Code
-	}
-	return EInternal
+	code, _ := codeAndMessage(err)
+	return code
 }
 
 // ErrorMessage returns the message of the first *Error in err's chain; a
 // detail-free "internal error" when there is none (the detail belongs to
 // the log), "" for a nil err.
 func ErrorMessage(err error) string {
+	_, msg := codeAndMessage(err)
+	return msg
+}
+
+func codeAndMessage(err error) (code, msg string) {
 	var e *Error
 	switch {
 	case err == nil:
-		return ""
+		return "", ""
 	case errors.As(err, &e):
-		return e.Message
+		return e.Code, e.Message
 	}
-	return "internal error"
+	return EInternal, "internal error"
 }
 
 // Sentinel errors shared by stores and services. Callers test them with
