@@ -109,9 +109,12 @@ func TestWriteErrorLogsWhatTheResponseMustNotSay(t *testing.T) {
 }
 
 // TestStatusesLiveInErrorsGo: no other file of the package names an error
-// status; every 4xx and 5xx comes from statusOf through respond.
+// status; every 4xx and 5xx comes from statusOf through respond. Nor does
+// any file branch on another package's error values or types: their codes
+// say what they mean.
 func TestStatusesLiveInErrorsGo(t *testing.T) {
 	allowed := map[string]bool{"StatusOK": true, "StatusCreated": true, "StatusNoContent": true, "StatusFound": true}
+	others := map[string]bool{"connectflow": true, "tokens": true, "secrets": true, "diagnostics": true, "config": true}
 	files, err := filepath.Glob("*.go")
 	if err != nil {
 		t.Fatal(err)
@@ -126,10 +129,17 @@ func TestStatusesLiveInErrorsGo(t *testing.T) {
 			t.Fatal(err)
 		}
 		ast.Inspect(f, func(n ast.Node) bool {
-			if sel, ok := n.(*ast.SelectorExpr); ok {
-				if pkg, ok := sel.X.(*ast.Ident); ok && pkg.Name == "http" && strings.HasPrefix(sel.Sel.Name, "Status") && !allowed[sel.Sel.Name] {
-					t.Errorf("%s: http.%s outside errors.go: map a code in statusOf instead", fset.Position(sel.Pos()), sel.Sel.Name)
-				}
+			sel, ok := n.(*ast.SelectorExpr)
+			if !ok {
+				return true
+			}
+			pkg, ok := sel.X.(*ast.Ident)
+			switch {
+			case !ok:
+			case pkg.Name == "http" && strings.HasPrefix(sel.Sel.Name, "Status") && !allowed[sel.Sel.Name]:
+				t.Errorf("%s: http.%s outside errors.go: map a code in statusOf instead", fset.Position(sel.Pos()), sel.Sel.Name)
+			case others[pkg.Name] && (strings.HasPrefix(sel.Sel.Name, "Err") || strings.HasSuffix(sel.Sel.Name, "Error")):
+				t.Errorf("%s: %s.%s: httpapi branches on error codes (connection.ErrorCode), not on other packages' errors", fset.Position(sel.Pos()), pkg.Name, sel.Sel.Name)
 			}
 			return true
 		})
