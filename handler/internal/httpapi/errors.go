@@ -52,7 +52,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case code == connection.EInternal:
 		s.Log.Error().Str("event", "internal_error").Str("route", r.Pattern).Err(err).Msg("request failed")
 	case code == connection.ENotConfigured && hasCause(err):
-		s.Log.Error().Str("event", "not_configured").Err(err).Msg("a required secret or credential is missing, malformed or refused")
+		s.Log.Error().Str("event", "not_configured").Err(err).Msg("a required secret or credential is missing or malformed")
 	}
 	respond(w, err)
 }
