@@ -6,10 +6,10 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -103,8 +103,13 @@ type Setting struct {
 	Required bool
 }
 
-// Settings lists every variable Load reads, in the contract's order.
-var Settings = []Setting{
+// Settings returns every variable Load reads, in the contract's order: a
+// fresh copy, so no caller can change what another sees.
+func Settings() []Setting { return slices.Clone(settings) }
+
+// settings is Settings' list. The infra cross-checks read its literal
+// (Name and Default) from this source.
+var settings = []Setting{
 	{Name: "FUNCTIONS_CUSTOMHANDLER_PORT", Default: "8080"},
 	{Name: "KEY_VAULT_URL"},
 	{Name: "TABLES_ENDPOINT"},
@@ -216,18 +221,6 @@ func (l *loader) validateWebhookQueue(c *Config) {
 		l.problem("AzureWebJobsStorage__queueServiceUri", AreaWebhook,
 			"CMS_WEBHOOK_URL needs the host's storage for its delivery queue: AzureWebJobsStorage__queueServiceUri (Azure, managed identity) or AzureWebJobsStorage (a connection string)")
 	}
-}
-
-// Err joins every problem, or nil.
-func (c Config) Err() error {
-	if len(c.Problems) == 0 {
-		return nil
-	}
-	errs := make([]error, len(c.Problems))
-	for i, p := range c.Problems {
-		errs[i] = errors.New(p.String())
-	}
-	return errors.Join(errs...)
 }
 
 // Missing lists the problems that affect any of the given areas.

@@ -171,3 +171,39 @@ func TestWebhookQueueSettings(t *testing.T) {
 		t.Errorf("QueueServiceURL = %q", c.QueueServiceURL)
 	}
 }
+
+// TestSettingsListsWhatLoadReads: Settings (the list the infra cross-checks
+// and the docs follow) names every variable Load reads, but the client
+// secret (a secret, which the secrets package owns; Load only looks whether
+// it is set), and hands each caller its own copy.
+func TestSettingsListsWhatLoadReads(t *testing.T) {
+	read := map[string]bool{}
+	withMI := valid()
+	withMI["AZURE_CLIENT_ID"] = "11111111-2222-3333-4444-555555555555"
+	for _, m := range []map[string]string{valid(), withMI} {
+		Load(func(k string) string { read[k] = true; return m[k] })
+	}
+	if !read["MICROSOFT_CLIENT_SECRET"] {
+		t.Error("Load never looked at MICROSOFT_CLIENT_SECRET: this test no longer covers the managed identity default")
+	}
+	delete(read, "MICROSOFT_CLIENT_SECRET")
+	listed := map[string]bool{}
+	for _, s := range Settings() {
+		listed[s.Name] = true
+	}
+	for k := range read {
+		if !listed[k] {
+			t.Errorf("Load reads %s, which Settings does not list", k)
+		}
+	}
+	for k := range listed {
+		if !read[k] {
+			t.Errorf("Settings lists %s, which Load does not read", k)
+		}
+	}
+	s := Settings()
+	s[0].Name = "CHANGED"
+	if got := Settings()[0].Name; got == "CHANGED" {
+		t.Error("a change to one caller's Settings() reached the next caller")
+	}
+}

@@ -263,7 +263,7 @@ func TestCompleteRefusesInvalidUserIDs(t *testing.T) {
 	f := newFlow(t)
 	code := f.signIn(t, "42", "x")
 	for _, id := range []string{"", ".", "..", "a/b", "4 2", "42?", "ü"} {
-		var in *connectflow.InputError
+		var in *connection.Error
 		if _, err := f.svc.Complete(context.Background(), id, code); !errors.As(err, &in) || in.Code != "invalid_request" {
 			t.Errorf("Complete(%q) = %v, want invalid_request", id, err)
 		}

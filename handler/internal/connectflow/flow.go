@@ -67,29 +67,21 @@ type Service struct {
 	Rand          io.Reader // crypto/rand when nil
 }
 
-// InputError is a bad request from the CMS: a contract error code and a
-// human message. Nothing was changed.
-type InputError struct {
-	Code    string // invalid_request, return_url_not_allowed
-	Message string
-}
-
-func (e *InputError) Error() string { return "connectflow: " + e.Code + ": " + e.Message }
-
-// ErrLinkInvalid: the connect link is unknown, used or expired.
-var ErrLinkInvalid = errors.New("connectflow: connect link is unknown, used or expired")
-
-// ErrStateInvalid: the callback's state is unknown, used, expired or not
-// this browser's.
-var ErrStateInvalid = errors.New("connectflow: state is unknown, used, expired or not bound to this browser")
-
-// ErrConnectCodeInvalid: the connect code is unknown, spent or expired
-// (400 invalid_connect_code). Nothing was changed.
-var ErrConnectCodeInvalid = errors.New("connectflow: connect code is unknown, spent or expired")
-
-// ErrUserMismatch: the connect code was issued for another CMS user (409
-// user_mismatch). The code is spent and the signed-in result destroyed.
-var ErrUserMismatch = errors.New("connectflow: connect code was issued for another user")
+// Errors the flow returns; each carries its contract code.
+var (
+	// ErrLinkInvalid: the connect link is unknown, used or expired.
+	ErrLinkInvalid = &connection.Error{Code: connection.ELinkInvalid, Message: "connectflow: connect link is unknown, used or expired"}
+	// ErrStateInvalid: the callback's state is unknown, used, expired or
+	// not this browser's.
+	ErrStateInvalid = &connection.Error{Code: connection.EStateInvalid, Message: "connectflow: state is unknown, used, expired or not bound to this browser"}
+	// ErrConnectCodeInvalid: the connect code is unknown, spent or expired
+	// (400 invalid_connect_code). Nothing was changed.
+	ErrConnectCodeInvalid = &connection.Error{Code: connection.EConnectCodeInvalid, Message: "the connect code is unknown, already used or expired: start connecting again"}
+	// ErrUserMismatch: the connect code was issued for another CMS user
+	// (409 user_mismatch). The code is spent and the signed-in result
+	// destroyed.
+	ErrUserMismatch = &connection.Error{Code: connection.EUserMismatch, Message: "this sign-in was started for another user; nothing was connected"}
+)
 
 // SessionRequest is the CMS's POST /api/connect-sessions body.
 type SessionRequest struct {
@@ -104,11 +96,11 @@ type Session struct {
 	ExpiresAt  time.Time
 }
 
-// validUserID applies the contract's user_id rule (connection.ValidUserID)
-// and words a refusal as the CMS's 400 invalid_request.
+// validUserID applies the contract's user_id rule (connection.ValidUserID),
+// whose refusal is the CMS's 400 invalid_request.
 func validUserID(id string) error {
 	if err := connection.ValidUserID(id); err != nil {
-		return &InputError{"invalid_request", "user_id must be 1-256 characters of A-Z a-z 0-9 - . _ ~ @, and not . or .."}
+		return fmt.Errorf("connectflow: %w", err)
 	}
 	return nil
 }
@@ -119,13 +111,13 @@ func (s *Service) CreateSession(ctx context.Context, req SessionRequest) (Sessio
 		return Session{}, err
 	}
 	if req.ReturnURL == "" {
-		return Session{}, &InputError{"invalid_request", "return_url is required"}
+		return Session{}, connection.Errorf(connection.EInvalid, "return_url is required")
 	}
 	if !s.Allowlist.Allowed(req.ReturnURL) {
-		return Session{}, &InputError{"return_url_not_allowed", "return_url does not start with an allowed prefix (ALLOWED_RETURN_URLS)"}
+		return Session{}, connection.Errorf(connection.EReturnURLNotAllowed, "return_url does not start with an allowed prefix (ALLOWED_RETURN_URLS)")
 	}
 	if len(req.LoginHint) > 320 || strings.ContainsFunc(req.LoginHint, func(r rune) bool { return r < 0x20 || r == 0x7f }) || !utf8.ValidString(req.LoginHint) {
-		return Session{}, &InputError{"invalid_request", "login_hint must be at most 320 bytes of text"}
+		return Session{}, connection.Errorf(connection.EInvalid, "login_hint must be at most 320 bytes of text")
 	}
 	now := s.now()
 	p := connection.Pending{
@@ -330,7 +322,7 @@ func (s *Service) takeState(ctx context.Context, cb Callback) (connection.Pendin
 // connection. The code must have been issued for userID: for anyone else
 // the code is spent and the signed-in result destroyed (ErrUserMismatch),
 // so nothing is stored for either user. An unknown, spent or expired code
-// is ErrConnectCodeInvalid; an invalid userID an *InputError.
+// is ErrConnectCodeInvalid; an invalid userID an invalid_request *connection.Error.
 //
 // Order, and what a crash at each point leaves:
 //  1. read the pending connect (nothing changes);

@@ -27,9 +27,9 @@ func FuzzValidateUserID(f *testing.F) {
 			t.Fatalf("validUserID(%q) = %v but connection.ValidUserID = %v", id, apiErr, ruleErr)
 		}
 		if apiErr != nil {
-			var in *InputError
+			var in *connection.Error
 			if !errors.As(apiErr, &in) || in.Code != "invalid_request" || in.Message == "" {
-				t.Fatalf("validUserID(%q) = %#v, want an invalid_request InputError", id, apiErr)
+				t.Fatalf("validUserID(%q) = %#v, want an invalid_request *connection.Error", id, apiErr)
 			}
 			if !errors.Is(ruleErr, connection.ErrInvalidUserID) {
 				t.Fatalf("connection.ValidUserID(%q) = %v, want ErrInvalidUserID", id, ruleErr)

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/megdocs/msconnector/handler/internal/connection"
 )
 
 func TestAllowlist(t *testing.T) {
@@ -88,9 +90,9 @@ func TestValidUserID(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"", ".", "..", long, "a/b", "x#y", "x?y", `a\b`, "a%2Fb", "a b", "ü", "a\x00b", "tab\there", "\xff\xfe"} {
-		var in *InputError
+		var in *connection.Error
 		if err := validUserID(bad); !errors.As(err, &in) || in.Code != "invalid_request" {
-			t.Errorf("validUserID(%q) = %v, want an invalid_request InputError", bad, err)
+			t.Errorf("validUserID(%q) = %v, want an invalid_request *connection.Error", bad, err)
 		}
 	}
 }

@@ -8,8 +8,6 @@ package connection
 import (
 	"fmt"
 	"time"
-
-	"github.com/rs/zerolog"
 )
 
 // Status is the stable, admin-queryable state of a connection.
@@ -99,12 +97,3 @@ func (c Connection) PausedFor(now time.Time) time.Duration {
 
 // GoString keeps %#v from printing tokens too.
 func (c Connection) GoString() string { return c.String() }
-
-// MarshalZerologObject logs a connection (log.Object("connection", c))
-// with whether tokens are set, never the tokens.
-func (c Connection) MarshalZerologObject(e *zerolog.Event) {
-	e.Str("user_id", c.UserID).Str("status", string(c.Status)).
-		Str("account_id", c.Account.ID).Str("tenant_id", c.Account.TenantID).
-		Bool("access_token", c.AccessToken != "").Bool("refresh_token", c.RefreshToken != "").
-		Time("access_token_expires_at", c.AccessTokenExpiresAt)
-}

@@ -2,17 +2,110 @@ package connection
 
 import (
 	"errors"
+	"fmt"
 	"time"
 )
+
+// Error codes: the contract's stable error codes (contract "Errors"), plus
+// the two refusals of the browser routes, which answer a page, not JSON.
+// The HTTP API maps each code to its status in exactly one table
+// (httpapi/errors.go); a code it does not know is a 500 internal_error.
+const (
+	EInvalid             = "invalid_request"
+	EReturnURLNotAllowed = "return_url_not_allowed"
+	EConnectCodeInvalid  = "invalid_connect_code"
+	EUserMismatch        = "user_mismatch"
+	ENotConnected        = "not_connected"
+	EReconnectRequired   = "reconnect_required"
+	EUnavailable         = "temporarily_unavailable"
+	ENotConfigured       = "not_configured"
+	EUnauthorized        = "unauthorized"
+	ENotFound            = "not_found"
+	EMethodNotAllowed    = "method_not_allowed"
+	EInternal            = "internal_error"
+	// EConflict: a conditional write lost. Services re-read and decide
+	// again; one that reaches the API is an internal error.
+	EConflict = "conflict"
+	// ELinkInvalid and EStateInvalid: the browser routes' connect link or
+	// callback state is unknown, used, expired or not this browser's.
+	ELinkInvalid  = "invalid_link"
+	EStateInvalid = "invalid_state"
+)
+
+// Error is the domain's one error type: a stable Code callers branch on
+// (with ErrorCode, never by matching text) and a Message safe to show the
+// CMS. Services return it, or wrap it with %w and their own context.
+type Error struct {
+	Code    string
+	Message string
+	// RetryAfter, when set, is how long the caller should wait before
+	// trying again (temporarily_unavailable, not_configured).
+	RetryAfter time.Duration
+	// Err is the cause, for the log; never shown to the CMS.
+	Err error
+}
+
+// Error is the message and, when there is one, the cause.
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return e.Message + ": " + e.Err.Error()
+	}
+	return e.Message
+}
+
+// Unwrap exposes the cause to errors.Is and errors.As.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Errorf returns an *Error with code and a formatted message.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// ErrorCode returns the code of the first *Error in err's chain; EInternal
+// when there is none, "" for a nil err.
+func ErrorCode(err error) string {
+	code, _ := codeAndMessage(err)
+	return code
+}
+
+// ErrorMessage returns the message of the first *Error in err's chain; a
+// detail-free "internal error" when there is none (the detail belongs to
+// the log), "" for a nil err.
+func ErrorMessage(err error) string {
+	_, msg := codeAndMessage(err)
+	return msg
+}
+
+func codeAndMessage(err error) (code, msg string) {
+	var e *Error
+	switch {
+	case err == nil:
+		return "", ""
+	case errors.As(err, &e):
+		return e.Code, e.Message
+	}
+	return EInternal, "internal error"
+}
 
 // Sentinel errors shared by stores and services. Callers test them with
 // errors.Is; adapters wrap them with %w and their own context.
 var (
-	// ErrNotFound: no such connection (or pending session).
-	ErrNotFound = errors.New("not found")
+	// ErrNotFound: no such connection (or pending session). The one "not
+	// connected": stores and services return it alike.
+	ErrNotFound = &Error{Code: ENotConnected, Message: "this user has no Microsoft connection"}
 	// ErrConflict: a conditional write lost (ETag mismatch, or the row
 	// already exists). The caller re-reads and decides again.
-	ErrConflict = errors.New("conflict")
+	ErrConflict = &Error{Code: EConflict, Message: "conflict"}
+	// ErrReconnectRequired: Microsoft no longer accepts the connection's
+	// refresh token (status reconnect_required).
+	ErrReconnectRequired = &Error{Code: EReconnectRequired, Message: "Microsoft no longer accepts this connection: the user must connect again"}
+	// ErrBadCursor: a list cursor this service did not issue (or issued
+	// for another query).
+	ErrBadCursor = &Error{Code: EInvalid, Message: "cursor was not issued by this service for this query"}
+	// ErrInvalidUserID: the user_id breaks the contract's rule
+	// (ValidUserID). No such connection can exist, so routes answer 400
+	// invalid_request and stores refuse it before any I/O.
+	ErrInvalidUserID = &Error{Code: EInvalid, Message: "user_id must be 1-256 characters of A-Z a-z 0-9 - . _ ~ @, and not . or .."}
 )
 
 // Class is what a failure of Microsoft's means for the service, per the

@@ -42,13 +42,6 @@ type Page struct {
 	NextCursor  string
 }
 
-// ErrBadCursor: a cursor this service did not issue (or for another query).
-var ErrBadCursor = errorString("bad cursor")
-
-type errorString string
-
-func (e errorString) Error() string { return string(e) }
-
 // PendingKind tells a connect session from an OAuth state.
 type PendingKind string
 

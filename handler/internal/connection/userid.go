@@ -1,18 +1,10 @@
 package connection
 
-import (
-	"errors"
-	"fmt"
-)
+import "fmt"
 
 // MaxUserIDLen is the contract's bound on a user_id, in characters (every
 // allowed character is one byte).
 const MaxUserIDLen = 256
-
-// ErrInvalidUserID: the user_id breaks the contract's rule. No such
-// connection can exist, so routes answer 400 invalid_request and stores
-// refuse it before any I/O.
-var ErrInvalidUserID = errors.New("invalid user_id")
 
 // ValidUserID applies contract v2's user_id rule, the one rule every route,
 // store and fuzz target uses: 1-256 characters, each one of

@@ -1,19 +1,15 @@
 package httpapi
 
 import (
-	"errors"
 	"html/template"
 	"net/http"
 
 	"github.com/megdocs/msconnector/handler/internal/connectflow"
+	"github.com/megdocs/msconnector/handler/internal/connection"
 )
 
 func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 	b, err := s.Flow.BeginConnect(r.Context(), r.URL.Query().Get("session"))
-	if errors.Is(err, connectflow.ErrLinkInvalid) {
-		page(w, http.StatusBadRequest, "This link has expired", "This connect link has expired or was already used. Go back to MEGDocs and start connecting your Microsoft account again.")
-		return
-	}
 	if err != nil {
 		s.browserError(w, r, err)
 		return
@@ -36,10 +32,8 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 		cb.Cookie = c.Value
 	}
 	to, err := s.Flow.HandleCallback(r.Context(), cb)
-	if errors.Is(err, connectflow.ErrStateInvalid) {
+	if connection.ErrorCode(err) == connection.EStateInvalid {
 		s.Log.Warn().Str("event", "oauth_failed").Str("reason", "invalid_state").Msg("callback with an unknown, used, expired or foreign state")
-		page(w, http.StatusBadRequest, "This sign-in cannot be completed", "This sign-in link is no longer valid, or it was opened in another browser. Go back to MEGDocs and start connecting your Microsoft account again.")
-		return
 	}
 	if err != nil {
 		s.browserError(w, r, err)
@@ -53,11 +47,25 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, to, http.StatusFound)
 }
 
-// browserError: an internal failure on a browser route gets a page, not
-// JSON, and no detail (the log has it).
+// pages are the browser routes' answers by error code, with the status
+// from the one table (statusOf).
+var pages = map[string]struct{ title, text string }{
+	connection.ELinkInvalid:  {"This link has expired", "This connect link has expired or was already used. Go back to MEGDocs and start connecting your Microsoft account again."},
+	connection.EStateInvalid: {"This sign-in cannot be completed", "This sign-in link is no longer valid, or it was opened in another browser. Go back to MEGDocs and start connecting your Microsoft account again."},
+}
+
+// browserError answers a browser route's error with a page, not JSON. An
+// error without a page of its own is an internal failure: a page without
+// detail (the log has it).
 func (s *Server) browserError(w http.ResponseWriter, r *http.Request, err error) {
-	s.Log.Error().Str("event", "internal_error").Str("route", r.Pattern).Err(err).Msg("browser request failed")
-	page(w, http.StatusInternalServerError, "Something went wrong", "MEGDocs could not start or finish connecting your Microsoft account. Please try again from MEGDocs in a few minutes.")
+	code, status := errorStatus(err)
+	p, ok := pages[code]
+	if !ok {
+		s.Log.Error().Str("event", "internal_error").Str("route", r.Pattern).Err(err).Msg("browser request failed")
+		p.title, p.text = "Something went wrong", "MEGDocs could not start or finish connecting your Microsoft account. Please try again from MEGDocs in a few minutes."
+		status = statusOf[connection.EInternal]
+	}
+	page(w, status, p.title, p.text)
 }
 
 var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>

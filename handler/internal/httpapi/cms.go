@@ -17,14 +17,10 @@ import (
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 	if err != nil {
-		var maxErr *http.MaxBytesError
-		if errors.As(err, &maxErr) {
-			return err
-		}
-		return &connectflow.InputError{Code: "invalid_request", Message: "could not read the body"}
+		return bodyError(err)
 	}
 	if err := json.Unmarshal(body, v); err != nil {
-		return &connectflow.InputError{Code: "invalid_request", Message: "the body is not a JSON object of the documented shape"}
+		return &connection.Error{Code: connection.EInvalid, Message: "the body is not a JSON object of the documented shape", Err: err}
 	}
 	return nil
 }
@@ -42,7 +38,7 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.UserID == nil || req.ReturnURL == nil {
-		s.writeError(w, r, &connectflow.InputError{Code: "invalid_request", Message: "user_id and return_url are required strings"})
+		s.writeError(w, r, connection.Errorf(connection.EInvalid, "user_id and return_url are required strings"))
 		return
 	}
 	in := connectflow.SessionRequest{UserID: *req.UserID, ReturnURL: *req.ReturnURL}
@@ -102,16 +98,14 @@ func toStatus(c connection.Connection) statusObject {
 	return o
 }
 
-// userIDRule is the message of a refused user_id.
-const userIDRule = "user_id must be 1-256 characters of A-Z a-z 0-9 - . _ ~ @, and not . or .."
-
 // userID reads and validates the path's {user_id} (already unescaped by
 // the host and the mux) with the contract's one rule: any other id is 400
-// invalid_request before anything is read or stored.
+// invalid_request (connection.ErrInvalidUserID) before anything is read or
+// stored.
 func userID(r *http.Request) (string, error) {
 	id := r.PathValue("user_id")
 	if err := connection.ValidUserID(id); err != nil {
-		return "", &connectflow.InputError{Code: "invalid_request", Message: userIDRule}
+		return "", err
 	}
 	return id, nil
 }
@@ -134,7 +128,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.ConnectCode == nil {
-		s.writeError(w, r, &connectflow.InputError{Code: "invalid_request", Message: "connect_code is a required string"})
+		s.writeError(w, r, connection.Errorf(connection.EInvalid, "connect_code is a required string"))
 		return
 	}
 	c, err := s.Flow.Complete(r.Context(), id, *req.ConnectCode)
@@ -153,10 +147,6 @@ func (s *Server) getConnection(w http.ResponseWriter, r *http.Request) {
 	}
 	// Status never needs the tokens, nor the key that sealed them.
 	c, err := s.Store.Peek(r.Context(), id)
-	if errors.Is(err, connection.ErrNotFound) {
-		writeJSONError(w, http.StatusNotFound, "not_connected", "this user has no Microsoft connection")
-		return
-	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -195,7 +185,7 @@ func (s *Server) listConnections(w http.ResponseWriter, r *http.Request) {
 	lq := connection.ListQuery{Limit: 100, Cursor: q.Get("cursor")}
 	if v := q.Get("status"); v != "" {
 		if !connection.Status(v).Valid() {
-			writeJSONError(w, http.StatusBadRequest, "invalid_request", "status must be connected or reconnect_required")
+			s.writeError(w, r, connection.Errorf(connection.EInvalid, "status must be connected or reconnect_required"))
 			return
 		}
 		lq.Status = connection.Status(v)
@@ -203,17 +193,13 @@ func (s *Server) listConnections(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1000 {
-			writeJSONError(w, http.StatusBadRequest, "invalid_request", "limit must be a whole number from 1 to 1000")
+			s.writeError(w, r, connection.Errorf(connection.EInvalid, "limit must be a whole number from 1 to 1000"))
 			return
 		}
 		lq.Limit = n
 	}
 	page, err := s.Store.List(r.Context(), lq)
-	if errors.Is(err, connection.ErrBadCursor) {
-		writeJSONError(w, http.StatusBadRequest, "invalid_request", "cursor was not issued by this service for this query")
-		return
-	}
-	if err != nil {
+	if err != nil { // connection.ErrBadCursor is 400 invalid_request
 		s.writeError(w, r, err)
 		return
 	}
@@ -238,7 +224,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	}
 	// The body is optional and ignored, but still bounded.
 	if _, err := io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, MaxBody)); err != nil {
-		s.writeError(w, r, err)
+		s.writeError(w, r, bodyError(err))
 		return
 	}
 	t, err := s.Tokens.Token(r.Context(), id)

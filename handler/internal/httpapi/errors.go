@@ -7,19 +7,34 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/megdocs/msconnector/handler/internal/connectflow"
-	"github.com/megdocs/msconnector/handler/internal/secrets"
-	"github.com/megdocs/msconnector/handler/internal/tokens"
+	"github.com/megdocs/msconnector/handler/internal/connection"
 )
+
+// statusOf is the one table from the domain's error codes to HTTP statuses
+// (contract "Errors"). A code not in it (connection.EConflict, say) is an
+// internal error: 500 internal_error, no detail in the response, the detail
+// in the log.
+var statusOf = map[string]int{
+	connection.EInvalid:             http.StatusBadRequest,
+	connection.EReturnURLNotAllowed: http.StatusBadRequest,
+	connection.EConnectCodeInvalid:  http.StatusBadRequest,
+	connection.ELinkInvalid:         http.StatusBadRequest, // a page, not JSON
+	connection.EStateInvalid:        http.StatusBadRequest, // a page, not JSON
+	connection.EUnauthorized:        http.StatusUnauthorized,
+	connection.ENotConnected:        http.StatusNotFound,
+	connection.ENotFound:            http.StatusNotFound,
+	connection.EMethodNotAllowed:    http.StatusMethodNotAllowed,
+	connection.EUserMismatch:        http.StatusConflict,
+	connection.EReconnectRequired:   http.StatusConflict,
+	connection.EUnavailable:         http.StatusServiceUnavailable,
+	connection.ENotConfigured:       http.StatusServiceUnavailable,
+	connection.EInternal:            http.StatusInternalServerError,
+}
 
 // errorBody is the contract's error JSON.
 type errorBody struct {
 	Error   string `json:"error"`
 	Message string `json:"message"`
-}
-
-func writeJSONError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, errorBody{Error: code, Message: msg})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -28,41 +43,61 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// writeError is the one place where domain errors become statuses. Unknown
-// errors are 500 with no detail; the detail goes to the log.
+// writeError is the one place where errors become statuses and the
+// contract's error JSON (see respond). It logs what the response must not
+// say: an internal error's detail, and which secret or credential a
+// not_configured at run time is about.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	var (
-		input   *connectflow.InputError
-		unavail *tokens.UnavailableError
-		cfg     *tokens.ConfigurationError
-		maxErr  *http.MaxBytesError
-	)
-	switch {
-	case errors.As(err, &input):
-		writeJSONError(w, http.StatusBadRequest, input.Code, input.Message)
-	case errors.Is(err, connectflow.ErrConnectCodeInvalid):
-		writeJSONError(w, http.StatusBadRequest, "invalid_connect_code", "the connect code is unknown, already used or expired: start connecting again")
-	case errors.Is(err, connectflow.ErrUserMismatch):
-		writeJSONError(w, http.StatusConflict, "user_mismatch", "this sign-in was started for another user; nothing was connected")
-	case errors.As(err, &maxErr):
-		writeJSONError(w, http.StatusBadRequest, "invalid_request", "the body is over 64 KiB")
-	case errors.Is(err, tokens.ErrNotConnected):
-		writeJSONError(w, http.StatusNotFound, "not_connected", "this user has no Microsoft connection")
-	case errors.Is(err, tokens.ErrReconnectRequired):
-		writeJSONError(w, http.StatusConflict, "reconnect_required", "Microsoft no longer accepts this connection: the user must connect again")
-	case errors.As(err, &unavail):
-		w.Header().Set("Retry-After", retryAfter(unavail.RetryAfter))
-		writeJSONError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the access token cannot be refreshed right now; retry later")
-	case errors.As(err, &cfg):
-		w.Header().Set("Retry-After", "60")
-		writeJSONError(w, http.StatusServiceUnavailable, "not_configured", "Microsoft rejected the connector's app credentials; an administrator must fix the configuration (see the log)")
-	case errors.Is(err, secrets.ErrNotConfigured):
-		s.Log.Error().Str("event", "not_configured").Err(err).Msg("a required secret is missing or malformed")
-		writeJSONError(w, http.StatusServiceUnavailable, "not_configured", "a required secret is missing or malformed: see the log")
-	default:
+	switch code, _ := errorStatus(err); {
+	case code == connection.EInternal:
 		s.Log.Error().Str("event", "internal_error").Str("route", r.Pattern).Err(err).Msg("request failed")
-		writeJSONError(w, http.StatusInternalServerError, "internal_error", "internal error")
+	case code == connection.ENotConfigured && hasCause(err):
+		s.Log.Error().Str("event", "not_configured").Err(err).Msg("a required secret or credential is missing or malformed")
 	}
+	respond(w, err)
+}
+
+// respond writes err as the contract's error JSON: the status from its code
+// (statusOf), its message, and Retry-After when it asks for a pause. An
+// error without a code is 500 internal_error with no detail. It logs
+// nothing: writeError does, for handlers.
+func respond(w http.ResponseWriter, err error) {
+	code, status := errorStatus(err)
+	msg := connection.ErrorMessage(err)
+	if code == connection.EInternal {
+		msg = "internal error" // the detail is for the log
+	}
+	var e *connection.Error
+	if errors.As(err, &e) && e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", retryAfter(e.RetryAfter))
+	}
+	writeJSON(w, status, errorBody{Error: code, Message: msg})
+}
+
+// hasCause reports an error that is more than a bare *connection.Error:
+// one wrapped by an adapter, or carrying the failure that caused it.
+func hasCause(err error) bool {
+	var e *connection.Error
+	return !errors.As(err, &e) || error(e) != err || e.Err != nil
+}
+
+// errorStatus returns err's code and its status; internal_error (500) for a
+// code statusOf does not know.
+func errorStatus(err error) (string, int) {
+	code := connection.ErrorCode(err)
+	if status, ok := statusOf[code]; ok {
+		return code, status
+	}
+	return connection.EInternal, statusOf[connection.EInternal]
+}
+
+// bodyError words a failure to read a request body as invalid_request.
+func bodyError(err error) error {
+	var maxErr *http.MaxBytesError
+	if errors.As(err, &maxErr) {
+		return &connection.Error{Code: connection.EInvalid, Message: "the body is over 64 KiB", Err: err}
+	}
+	return &connection.Error{Code: connection.EInvalid, Message: "could not read the body", Err: err}
 }
 
 // retryAfter rounds up to whole seconds, at least 1.

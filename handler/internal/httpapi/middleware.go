@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"errors"
 	"net/http"
 	"runtime/debug"
 	"time"
@@ -56,6 +57,9 @@ func (s *Server) logged(next http.Handler) http.Handler {
 	})
 }
 
+// errPanic answers a recovered panic: it has no code, so 500 internal_error.
+var errPanic = errors.New("httpapi: handler panicked")
+
 // recoverer turns a panic into a 500 without detail and a log line: the
 // process keeps serving (an exit would restart the worker).
 func recoverer(log zerolog.Logger, next http.Handler) http.Handler {
@@ -66,7 +70,7 @@ func recoverer(log zerolog.Logger, next http.Handler) http.Handler {
 					panic(v)
 				}
 				log.Error().Str("event", "panic").Interface("panic", v).Str("stack", string(debug.Stack())).Msg("handler panicked")
-				writeJSONError(w, http.StatusInternalServerError, "internal_error", "internal error")
+				respond(w, errPanic) // logged above, with the stack
 			}
 		}()
 		next.ServeHTTP(w, r)

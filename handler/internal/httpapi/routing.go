@@ -4,11 +4,16 @@ import (
 	"net/http"
 	"path"
 	"strings"
+
+	"github.com/megdocs/msconnector/handler/internal/connection"
 )
 
 // probeMethods are the methods routeFallbacks asks the mux about to build
 // a 405's Allow header. A GET pattern also serves HEAD.
 var probeMethods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
+
+// errNoRoute is the contract's 404 for a path no route serves.
+var errNoRoute = &connection.Error{Code: connection.ENotFound, Message: "no such route"}
 
 // routeFallbacks answers what no route of mux serves with the contract's
 // JSON instead of ServeMux's plain text, for every path (the Functions host
@@ -21,7 +26,7 @@ var probeMethods = []string{http.MethodGet, http.MethodHead, http.MethodPost, ht
 func routeFallbacks(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if p := r.URL.EscapedPath(); cleanPath(p) != p {
-			writeJSONError(w, http.StatusNotFound, "not_found", "no such route")
+			respond(w, errNoRoute)
 			return
 		}
 		if _, pattern := mux.Handler(r); pattern != "" {
@@ -37,11 +42,11 @@ func routeFallbacks(mux *http.ServeMux) http.Handler {
 			}
 		}
 		if len(allow) == 0 {
-			writeJSONError(w, http.StatusNotFound, "not_found", "no such route")
+			respond(w, errNoRoute)
 			return
 		}
 		w.Header().Set("Allow", strings.Join(allow, ", "))
-		writeJSONError(w, http.StatusMethodNotAllowed, "method_not_allowed", "this route does not take "+r.Method+"; it takes "+strings.Join(allow, ", "))
+		respond(w, connection.Errorf(connection.EMethodNotAllowed, "this route does not take %s; it takes %s", r.Method, strings.Join(allow, ", ")))
 	})
 }
 
@@ -83,7 +88,7 @@ func singleValued(params []queryParam, h http.HandlerFunc) http.HandlerFunc {
 			if len(vs) > 1 || (p.opaque && len(vs) == 1 && strings.Contains(vs[0], ",")) {
 				// Browser routes share this answer: nothing in it may load.
 				w.Header().Set("Content-Security-Policy", "default-src 'none'")
-				writeJSONError(w, http.StatusBadRequest, "invalid_request", "query parameter "+p.name+" is given more than once")
+				respond(w, connection.Errorf(connection.EInvalid, "query parameter %s is given more than once", p.name))
 				return
 			}
 		}

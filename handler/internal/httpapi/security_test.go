@@ -147,7 +147,7 @@ func TestCMSKeyIsComparedInConstantTime(t *testing.T) {
 				switch fd.Name.Name {
 				case "keyMatches":
 					keyMatches = fd
-				case "cms":
+				case "requireCMSKey":
 					cms = fd
 				}
 			}
@@ -163,7 +163,7 @@ func TestCMSKeyIsComparedInConstantTime(t *testing.T) {
 		})
 	}
 	if keyMatches == nil || cms == nil {
-		t.Fatal("no keyMatches or cms function: the check moved, update this test")
+		t.Fatal("no keyMatches or requireCMSKey function: the check moved, update this test")
 	}
 	calls := map[string]int{}
 	ast.Inspect(keyMatches.Body, func(n ast.Node) bool {
@@ -192,7 +192,7 @@ func TestCMSKeyIsComparedInConstantTime(t *testing.T) {
 		return true
 	})
 	if !usesKeyMatches {
-		t.Error("the cms middleware does not check the key with keyMatches")
+		t.Error("the requireCMSKey middleware does not check the key with keyMatches")
 	}
 }
 

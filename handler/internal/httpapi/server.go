@@ -74,22 +74,22 @@ func (s *Server) Handler() http.Handler {
 	if s.Refresh != nil {
 		refresh = s.Refresh.ServeHTTP
 	}
-	mux.Handle("POST /api/connect-sessions", s.cms(s.needs(append(ms, config.AreaReturnURLs), flow, s.createSession)))
-	mux.Handle("GET /api/connect", s.browser(singleValued(connectParams, s.needs(ms, flow, s.connect))))
-	mux.Handle("GET /api/callback", s.browser(singleValued(callbackParams, s.needs(ms, flow, s.callback))))
-	mux.Handle("GET /api/connections", s.cms(singleValued(listParams, s.needs(storage, store, s.listConnections))))
-	mux.Handle("GET /api/connections/{user_id}", s.cms(s.needs(storage, store, s.getConnection)))
-	mux.Handle("DELETE /api/connections/{user_id}", s.cms(s.needs(storage, store, s.deleteConnection)))
-	mux.Handle("POST /api/connections/{user_id}/complete", s.cms(s.needs(storage, flow, s.complete)))
-	mux.Handle("POST /api/connections/{user_id}/token", s.cms(s.needs(append(ms, config.AreaRefresh), tok, s.token)))
+	mux.Handle("POST /api/connect-sessions", s.requireCMSKey(s.requireConfigured(append(ms, config.AreaReturnURLs), flow, s.createSession)))
+	mux.Handle("GET /api/connect", s.browser(singleValued(connectParams, s.requireConfigured(ms, flow, s.connect))))
+	mux.Handle("GET /api/callback", s.browser(singleValued(callbackParams, s.requireConfigured(ms, flow, s.callback))))
+	mux.Handle("GET /api/connections", s.requireCMSKey(singleValued(listParams, s.requireConfigured(storage, store, s.listConnections))))
+	mux.Handle("GET /api/connections/{user_id}", s.requireCMSKey(s.requireConfigured(storage, store, s.getConnection)))
+	mux.Handle("DELETE /api/connections/{user_id}", s.requireCMSKey(s.requireConfigured(storage, store, s.deleteConnection)))
+	mux.Handle("POST /api/connections/{user_id}/complete", s.requireCMSKey(s.requireConfigured(storage, flow, s.complete)))
+	mux.Handle("POST /api/connections/{user_id}/token", s.requireCMSKey(s.requireConfigured(append(ms, config.AreaRefresh), tok, s.token)))
 	// Diagnostics needs only the CMS key: it reports what else is missing.
-	mux.Handle("GET /api/diagnostics", s.cms(s.needs(nil, s.Diagnostics != nil, s.diagnostics)))
-	mux.Handle("POST /refresh", s.needs(append(ms, config.AreaRefresh), refresh != nil, refresh))
+	mux.Handle("GET /api/diagnostics", s.requireCMSKey(s.requireConfigured(nil, s.Diagnostics != nil, s.diagnostics)))
+	mux.Handle("POST /refresh", s.requireConfigured(append(ms, config.AreaRefresh), refresh != nil, refresh))
 	var webhook http.HandlerFunc
 	if s.Webhook != nil {
 		webhook = s.Webhook.ServeHTTP
 	}
-	mux.Handle("POST /webhook", s.needs([]config.Area{config.AreaWebhook}, webhook != nil, webhook))
+	mux.Handle("POST /webhook", s.requireConfigured([]config.Area{config.AreaWebhook}, webhook != nil, webhook))
 
 	// Anything else, on any path, is the contract's JSON 404 or 405;
 	// except a path below /api/connections/ whose {user_id} segment is not
@@ -112,7 +112,7 @@ var (
 func rejectBadUserSegment(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if badUserSegment(r.URL.EscapedPath()) {
-			writeJSONError(w, http.StatusBadRequest, "invalid_request", userIDRule)
+			respond(w, connection.ErrInvalidUserID)
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -131,10 +131,10 @@ func badUserSegment(escapedPath string) bool {
 	return err != nil || connection.ValidUserID(id) != nil
 }
 
-// needs answers 503 not_configured while a setting the route depends on is
-// missing or malformed (the start-up log names it), or while the component
-// it calls could not be built (the start-up log says why).
-func (s *Server) needs(areas []config.Area, built bool, h http.HandlerFunc) http.HandlerFunc {
+// requireConfigured answers 503 not_configured while a setting the route
+// depends on is missing or malformed (the start-up log names it), or while
+// the component it calls could not be built (the start-up log says why).
+func (s *Server) requireConfigured(areas []config.Area, built bool, h http.HandlerFunc) http.HandlerFunc {
 	missing := s.Config.Missing(areas...)
 	if len(missing) == 0 && built {
 		return h
@@ -147,18 +147,25 @@ func (s *Server) needs(areas []config.Area, built bool, h http.HandlerFunc) http
 	if len(names) > 0 {
 		msg += " for " + strings.Join(dedupe(names), ", ")
 	}
+	notConfigured := &connection.Error{Code: connection.ENotConfigured, Message: msg}
 	return func(w http.ResponseWriter, r *http.Request) {
-		writeJSONError(w, http.StatusServiceUnavailable, "not_configured", msg)
+		respond(w, notConfigured)
 	}
 }
 
-// cms requires the CMS's Bearer key, compared in constant time against the
-// current and the previous key.
-func (s *Server) cms(h http.HandlerFunc) http.HandlerFunc {
+// Answers of requireCMSKey.
+var (
+	errNoCMSKey     = &connection.Error{Code: connection.ENotConfigured, Message: "the CMS API key is not configured"}
+	errUnauthorized = &connection.Error{Code: connection.EUnauthorized, Message: "missing or wrong CMS API key"}
+)
+
+// requireCMSKey requires the CMS's Bearer key, compared in constant time
+// against the current and the previous key.
+func (s *Server) requireCMSKey(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		if s.Keys == nil {
-			writeJSONError(w, http.StatusServiceUnavailable, "not_configured", "the CMS API key is not configured")
+			respond(w, errNoCMSKey)
 			return
 		}
 		current, previous, err := s.Keys(r.Context())
@@ -169,7 +176,7 @@ func (s *Server) cms(h http.HandlerFunc) http.HandlerFunc {
 		given, ok := bearer(r.Header.Get("Authorization"))
 		if !ok || !keyMatches(given, current, previous) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="megdocs-microsoft-connector"`)
-			writeJSONError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong CMS API key")
+			respond(w, errUnauthorized)
 			return
 		}
 		h(w, r)

@@ -12,13 +12,14 @@ package secrets
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/megdocs/msconnector/handler/internal/connection"
 )
 
 // Secret names in Key Vault (the contract's table).
@@ -119,8 +120,9 @@ type Source interface {
 	Reload(ctx context.Context, name string) (Secret, error)
 }
 
-// ErrNotConfigured is matched (errors.Is) by every *NotConfiguredError.
-var ErrNotConfigured = errors.New("secret not configured")
+// ErrNotConfigured is matched (errors.Is) by every *NotConfiguredError, and
+// gives it its code: 503 not_configured.
+var ErrNotConfigured = &connection.Error{Code: connection.ENotConfigured, Message: "a required secret is missing or malformed: see the log"}
 
 // NotConfiguredError: a secret (or a version of it) has never been read
 // successfully: it is missing, access is refused, or its value is malformed.
@@ -139,8 +141,11 @@ func (e *NotConfiguredError) Error() string {
 	return "secrets: " + e.Name + " not configured: " + e.Reason
 }
 
-// Is makes errors.Is(err, ErrNotConfigured) hold.
-func (e *NotConfiguredError) Is(target error) bool { return target == ErrNotConfigured }
-
-// Unwrap exposes the underlying failure.
-func (e *NotConfiguredError) Unwrap() error { return e.Err }
+// Unwrap makes errors.Is(err, ErrNotConfigured) hold (and ErrorCode say
+// not_configured), and exposes the underlying failure.
+func (e *NotConfiguredError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{ErrNotConfigured}
+	}
+	return []error{ErrNotConfigured, e.Err}
+}

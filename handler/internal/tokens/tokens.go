@@ -27,32 +27,9 @@ import (
 	"github.com/megdocs/msconnector/handler/internal/connection"
 )
 
-// Errors the token API maps to the contract.
-var (
-	// ErrNotConnected: 404 not_connected.
-	ErrNotConnected = errors.New("tokens: not connected")
-	// ErrReconnectRequired: 409 reconnect_required.
-	ErrReconnectRequired = errors.New("tokens: reconnect required")
-)
-
-// UnavailableError: Microsoft cannot refresh right now and the stored token
-// has expired (503 temporarily_unavailable with Retry-After).
-type UnavailableError struct {
-	RetryAfter time.Duration
-	Err        error
-}
-
-func (e *UnavailableError) Error() string {
-	return fmt.Sprintf("tokens: temporarily unavailable (retry after %s): %v", e.RetryAfter, e.Err)
-}
-func (e *UnavailableError) Unwrap() error { return e.Err }
-
-// ConfigurationError: our credentials or app registration are wrong (503
-// not_configured). No user is blamed.
-type ConfigurationError struct{ Err error }
-
-func (e *ConfigurationError) Error() string { return "tokens: configuration: " + e.Err.Error() }
-func (e *ConfigurationError) Unwrap() error { return e.Err }
+// ConfigurationRetryAfter is suggested with not_configured when Microsoft
+// rejected our app credentials: an administrator has to act first.
+const ConfigurationRetryAfter = time.Minute
 
 // DefaultRetryAfter is suggested when Microsoft gave no Retry-After.
 const DefaultRetryAfter = 30 * time.Second
@@ -87,13 +64,13 @@ type Service struct {
 func (s *Service) Token(ctx context.Context, userID string) (Token, error) {
 	c, err := s.Store.Get(ctx, userID)
 	if errors.Is(err, connection.ErrNotFound) {
-		return Token{}, ErrNotConnected
+		return Token{}, connection.ErrNotFound
 	}
 	if err != nil {
 		return Token{}, fmt.Errorf("tokens: read: %w", err)
 	}
 	if c.Status == connection.StatusReconnectRequired {
-		return Token{}, ErrReconnectRequired
+		return Token{}, connection.ErrReconnectRequired
 	}
 	now := s.now()
 	if !s.Policy.NeedsRefresh(c, now) {
@@ -112,7 +89,7 @@ func (s *Service) Token(ctx context.Context, userID string) (Token, error) {
 		return tokenOf(res.Conn), nil
 	}
 	switch {
-	case errors.Is(err, ErrNotConnected), errors.Is(err, ErrReconnectRequired):
+	case errors.Is(err, connection.ErrNotFound), errors.Is(err, connection.ErrReconnectRequired):
 		return Token{}, err
 	}
 	// Configuration or transient: a token that is still valid is better
@@ -120,15 +97,14 @@ func (s *Service) Token(ctx context.Context, userID string) (Token, error) {
 	if c.AccessTokenExpiresAt.After(now) {
 		return tokenOf(c), nil
 	}
-	var cfg *ConfigurationError
-	if errors.As(err, &cfg) {
+	if connection.ClassOf(err) == connection.ClassConfiguration {
 		return Token{}, err
 	}
 	ra, ok := connection.RetryAfterOf(err)
 	if !ok {
 		ra = DefaultRetryAfter
 	}
-	return Token{}, &UnavailableError{RetryAfter: ra, Err: err}
+	return Token{}, &connection.Error{Code: connection.EUnavailable, Message: "the access token cannot be refreshed right now; retry later", RetryAfter: ra, Err: err}
 }
 
 // Outcome of a refresh attempt, for the sweep's summary.
@@ -159,15 +135,14 @@ func (s *Service) RefreshIfDue(ctx context.Context, userID string) (Outcome, err
 	switch {
 	case err == nil:
 		return res.Outcome, nil
-	case errors.Is(err, ErrNotConnected), errors.Is(err, connection.ErrPaused):
+	case errors.Is(err, connection.ErrNotFound), errors.Is(err, connection.ErrPaused):
 		// Paused (this connection after AADSTS50196, or this instance
 		// after a 429): nothing was sent, so nothing failed.
 		return Skipped, nil
-	case errors.Is(err, ErrReconnectRequired):
+	case errors.Is(err, connection.ErrReconnectRequired):
 		return MarkedReconnect, nil
 	}
-	var cfg *ConfigurationError
-	if errors.As(err, &cfg) {
+	if connection.ClassOf(err) == connection.ClassConfiguration {
 		return ConfigurationFailure, err
 	}
 	return TransientFailure, err
@@ -197,13 +172,13 @@ func (s *Service) refreshShared(ctx context.Context, userID string, due func(con
 func (s *Service) refresh(ctx context.Context, userID string, due func(connection.Connection, time.Time) bool, used bool) (Result, error) {
 	c, err := s.Store.Get(ctx, userID)
 	if errors.Is(err, connection.ErrNotFound) {
-		return Result{}, ErrNotConnected
+		return Result{}, connection.ErrNotFound
 	}
 	if err != nil {
 		return Result{}, fmt.Errorf("tokens: read: %w", err)
 	}
 	if c.Status == connection.StatusReconnectRequired {
-		return Result{}, ErrReconnectRequired
+		return Result{}, connection.ErrReconnectRequired
 	}
 	now := s.now()
 	if !due(c, now) {
@@ -229,7 +204,7 @@ func (s *Service) refresh(ctx context.Context, userID string, due func(connectio
 			if errors.Is(err, connection.ErrNotFound) {
 				// Disconnected while we refreshed: the user asked for the
 				// tokens to be gone, so ours are dropped too.
-				return Result{}, ErrNotConnected
+				return Result{}, connection.ErrNotFound
 			}
 			// The old row is intact and its refresh token still works
 			// (Microsoft does not revoke it on rotation).
@@ -238,7 +213,7 @@ func (s *Service) refresh(ctx context.Context, userID string, due func(connectio
 		}
 		cur, gerr := s.Store.Get(ctx, userID)
 		if errors.Is(gerr, connection.ErrNotFound) {
-			return Result{}, ErrNotConnected
+			return Result{}, connection.ErrNotFound
 		}
 		if gerr != nil {
 			return Result{}, fmt.Errorf("tokens: re-read after conflict: %w", gerr)
@@ -247,7 +222,7 @@ func (s *Service) refresh(ctx context.Context, userID string, due func(connectio
 			// Another instance refreshed (or the user reconnected): its
 			// tokens are at least as new as ours. Adopt them.
 			if cur.Status == connection.StatusReconnectRequired {
-				return Result{}, ErrReconnectRequired
+				return Result{}, connection.ErrReconnectRequired
 			}
 			return Result{Outcome: Skipped, Conn: cur}, nil
 		}
@@ -288,10 +263,12 @@ func (s *Service) failed(ctx context.Context, log zerolog.Logger, c connection.C
 		if err := s.markReconnect(ctx, c, code); err != nil {
 			return Result{}, err
 		}
-		return Result{Outcome: MarkedReconnect}, ErrReconnectRequired
+		return Result{Outcome: MarkedReconnect}, connection.ErrReconnectRequired
 	case connection.ClassConfiguration:
 		log.Error().Str("event", "refresh_failed").Str("class", class.String()).Str("code", code).Err(err).Msg("Microsoft rejected our app credentials or registration; no connection is blamed")
-		return Result{Outcome: ConfigurationFailure}, &ConfigurationError{Err: err}
+		return Result{Outcome: ConfigurationFailure}, &connection.Error{Code: connection.ENotConfigured,
+			Message:    "Microsoft rejected the connector's app credentials; an administrator must fix the configuration (see the log)",
+			RetryAfter: ConfigurationRetryAfter, Err: err}
 	default:
 		if connection.ThrottleScopeOf(err) == connection.ThrottleConnection {
 			err = &delayedError{err: err, wait: s.pause(ctx, log, c, err)}

@@ -158,7 +158,7 @@ func TestReconnectRequiredMarksTheConnection(t *testing.T) {
 	f := newFixture(t, time.Minute)
 	f.ref.err = &msErr{class: connection.ClassReconnectRequired, code: "invalid_grant"}
 	_, err := f.svc.Token(context.Background(), "u1")
-	if !errors.Is(err, ErrReconnectRequired) {
+	if !errors.Is(err, connection.ErrReconnectRequired) {
 		t.Fatalf("err = %v, want ErrReconnectRequired", err)
 	}
 	c := f.get(t)
@@ -170,7 +170,7 @@ func TestReconnectRequiredMarksTheConnection(t *testing.T) {
 	}
 	// Never refreshed again: the next call answers at once.
 	calls := f.ref.calls.Load()
-	if _, err := f.svc.Token(context.Background(), "u1"); !errors.Is(err, ErrReconnectRequired) {
+	if _, err := f.svc.Token(context.Background(), "u1"); !errors.Is(err, connection.ErrReconnectRequired) {
 		t.Errorf("second call err = %v", err)
 	}
 	if out, _ := f.svc.RefreshIfDue(context.Background(), "u1"); out != MarkedReconnect || f.ref.calls.Load() != calls {
@@ -182,9 +182,8 @@ func TestConfigurationErrorBlamesNoUser(t *testing.T) {
 	f := newFixture(t, -time.Minute) // already expired
 	f.ref.err = &msErr{class: connection.ClassConfiguration, code: "invalid_client"}
 	_, err := f.svc.Token(context.Background(), "u1")
-	var cfg *ConfigurationError
-	if !errors.As(err, &cfg) {
-		t.Fatalf("err = %v, want ConfigurationError", err)
+	if code := connection.ErrorCode(err); code != connection.ENotConfigured {
+		t.Fatalf("err = %v (code %s), want not_configured", err, code)
 	}
 	if c := f.get(t); c.Status != connection.StatusConnected || c.RefreshToken != "rt-old" || c.LastError != nil {
 		t.Errorf("connection changed: %v", c)
@@ -207,8 +206,8 @@ func TestTransientFailure(t *testing.T) {
 		f := newFixture(t, -time.Second)
 		f.ref.err = &msErr{class: connection.ClassTransient, code: "throttled", after: 42 * time.Second}
 		_, err := f.svc.Token(context.Background(), "u1")
-		var ue *UnavailableError
-		if !errors.As(err, &ue) || ue.RetryAfter != 42*time.Second {
+		var ue *connection.Error
+		if !errors.As(err, &ue) || ue.Code != connection.EUnavailable || ue.RetryAfter != 42*time.Second {
 			t.Fatalf("err = %v", err)
 		}
 		if c := f.get(t); c.Status != connection.StatusConnected || c.RefreshToken != "rt-old" {
@@ -219,8 +218,8 @@ func TestTransientFailure(t *testing.T) {
 		f := newFixture(t, -time.Second)
 		f.ref.err = errors.New("dial tcp: connection refused")
 		_, err := f.svc.Token(context.Background(), "u1")
-		var ue *UnavailableError
-		if !errors.As(err, &ue) || ue.RetryAfter != DefaultRetryAfter {
+		var ue *connection.Error
+		if !errors.As(err, &ue) || ue.Code != connection.EUnavailable || ue.RetryAfter != DefaultRetryAfter {
 			t.Fatalf("err = %v", err)
 		}
 	})
@@ -297,8 +296,8 @@ func TestDisconnectDuringRefreshWins(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	if _, err := f.svc.Token(context.Background(), "u1"); !errors.Is(err, ErrNotConnected) {
-		t.Fatalf("err = %v, want ErrNotConnected", err)
+	if _, err := f.svc.Token(context.Background(), "u1"); !errors.Is(err, connection.ErrNotFound) {
+		t.Fatalf("err = %v, want connection.ErrNotFound", err)
 	}
 	if _, err := f.store.Get(context.Background(), "u1"); !errors.Is(err, connection.ErrNotFound) {
 		t.Errorf("a disconnected connection came back: %v", err)
@@ -307,7 +306,7 @@ func TestDisconnectDuringRefreshWins(t *testing.T) {
 
 func TestNotConnected(t *testing.T) {
 	f := newFixture(t, time.Hour)
-	if _, err := f.svc.Token(context.Background(), "nobody"); !errors.Is(err, ErrNotConnected) {
+	if _, err := f.svc.Token(context.Background(), "nobody"); !errors.Is(err, connection.ErrNotFound) {
 		t.Errorf("err = %v", err)
 	}
 }
@@ -360,8 +359,8 @@ func TestLoopDetectedPausesThatConnectionInItsRow(t *testing.T) {
 	// ... then 503 with what remains of the pause.
 	f.now = t0.Add(3 * time.Minute)
 	_, err = f.svc.Token(context.Background(), "u1")
-	var ue *UnavailableError
-	if !errors.As(err, &ue) || ue.RetryAfter != 7*time.Minute {
+	var ue *connection.Error
+	if !errors.As(err, &ue) || ue.Code != connection.EUnavailable || ue.RetryAfter != 7*time.Minute {
 		t.Fatalf("Token during the pause with an expired token = %v, want unavailable for 7m", err)
 	}
 	// The sweep's entry skips it.
@@ -387,8 +386,8 @@ func TestLoopDetectedWithoutRetryAfterPausesAMinute(t *testing.T) {
 	f := newFixture(t, -time.Second)
 	f.ref.err = loop(0)
 	_, err := f.svc.Token(context.Background(), "u1")
-	var ue *UnavailableError
-	if !errors.As(err, &ue) || ue.RetryAfter != time.Minute {
+	var ue *connection.Error
+	if !errors.As(err, &ue) || ue.Code != connection.EUnavailable || ue.RetryAfter != time.Minute {
 		t.Fatalf("Token = %v, want unavailable, retry after 1m", err)
 	}
 	if c := f.get(t); !c.ThrottledUntil.Equal(t0.Add(time.Minute)) {
@@ -459,8 +458,8 @@ func TestInstancePauseIsASkipForTheSweep(t *testing.T) {
 		t.Fatalf("RefreshIfDue = %v, %v; want Skipped", out, err)
 	}
 	_, err := f.svc.Token(context.Background(), "u1")
-	var ue *UnavailableError
-	if !errors.As(err, &ue) || ue.RetryAfter != 20*time.Second {
+	var ue *connection.Error
+	if !errors.As(err, &ue) || ue.Code != connection.EUnavailable || ue.RetryAfter != 20*time.Second {
 		t.Fatalf("Token = %v, want unavailable for 20s", err)
 	}
 	if c := f.get(t); !c.ThrottledUntil.IsZero() {
