@@ -22,10 +22,24 @@ type tokenResponse struct {
 	ExpiresIn    seconds `json:"expires_in"`
 	Scope        string  `json:"scope"`
 	RefreshToken string  `json:"refresh_token"`
-	IDToken      string  `json:"id_token"`
+	// IDToken is anything but a string read as none: the exchange then
+	// fails on a missing id_token, an *IDTokenError, as for an absent one.
+	IDToken optString `json:"id_token"`
 	// Error is set when an endpoint answers 2xx with an OAuth error
 	// (RFC 6749 says 400, some proxies say 200).
 	Error string `json:"error"`
+}
+
+// optString is a JSON string, or "" for any other JSON value.
+type optString string
+
+// UnmarshalJSON keeps a string and reads any other value as "".
+func (s *optString) UnmarshalJSON(b []byte) error {
+	var str string
+	if json.Unmarshal(b, &str) == nil {
+		*s = optString(str)
+	}
+	return nil
 }
 
 // seconds accepts expires_in as a JSON number or a numeric string: the v2
