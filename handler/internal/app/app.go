@@ -295,7 +295,8 @@ func (b *builder) events(src secrets.Source) connection.Publisher {
 	return pub
 }
 
-// identity is the Microsoft client; nil when it cannot be built.
+// identity is the Microsoft client (whose discovery fetch Serve ends); nil
+// when it cannot be built.
 func (b *builder) identity(src secrets.Source) *msidentity.Client {
 	if len(b.cfg.Missing(config.AreaMicrosoft)) > 0 {
 		return nil
@@ -305,6 +306,7 @@ func (b *builder) identity(src secrets.Source) *msidentity.Client {
 		b.log.Error().Str("event", "not_configured").Err(err).Msg("cannot build the Microsoft client")
 		return nil
 	}
+	b.w.stops = append(b.w.stops, ms.Close)
 	return ms
 }
 

@@ -52,8 +52,8 @@ func TestServeWaitsForTheBackgroundWork(t *testing.T) {
 	}
 }
 
-// build hands the token service's end to Serve: after it, no refresh
-// starts. Nothing here reaches the network: build makes no call.
+// build hands the token service's and the identity client's ends to
+// Serve: after them, no refresh and no discovery fetch starts. Nothing here reaches the network: build makes no call.
 func TestBuildStopsTheTokenService(t *testing.T) {
 	settings := map[string]string{
 		"TABLES_CONNECTION_STRING":     "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;TableEndpoint=http://127.0.0.1:9/devstoreaccount1;",
@@ -78,6 +78,9 @@ func TestBuildStopsTheTokenService(t *testing.T) {
 	}
 	if _, err := w.srv.Tokens.RefreshIfDue(ctx, "nobody"); err == nil || !strings.Contains(err.Error(), "tokens: closed") {
 		t.Errorf("RefreshIfDue after stop = %v, want the closed service's error", err)
+	}
+	if _, err := w.srv.Flow.Identity.Exchange(ctx, "code", "verifier"); err == nil || !strings.Contains(err.Error(), "msidentity: closed") {
+		t.Errorf("Exchange after stop = %v, want the closed client's error", err)
 	}
 }
 

@@ -16,6 +16,7 @@
 package msidentity
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -205,3 +206,8 @@ func dedupeScopes(in []string) []string {
 	}
 	return out
 }
+
+// Close ends the Client's background work (a discovery fetch in flight,
+// which outlives the exchange that started it) and waits for it, at most
+// until ctx is done. Exchanges after Close that need the document fail.
+func (c *Client) Close(ctx context.Context) error { return c.disc.close(ctx) }

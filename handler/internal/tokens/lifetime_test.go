@@ -3,6 +3,7 @@ package tokens
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -135,4 +136,16 @@ func TestCloseCancelsWhatOutlivesItsBound(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the refresh was not cancelled when Close's bound ran out")
 	}
+}
+
+// The Service does not fall back to a clock of its own.
+func TestNowIsRequired(t *testing.T) {
+	f := newFixture(t, time.Hour)
+	f.svc.Now = nil
+	defer func() {
+		if r := recover(); r == nil || !strings.Contains(r.(string), "Now is required") {
+			t.Errorf("recovered %v, want a panic naming Now", r)
+		}
+	}()
+	_, _ = f.svc.Token(context.Background(), "u1")
 }
