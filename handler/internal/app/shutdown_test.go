@@ -53,7 +53,8 @@ func TestServeWaitsForTheBackgroundWork(t *testing.T) {
 }
 
 // build hands the token service's and the identity client's ends to
-// Serve: after them, no refresh and no discovery fetch starts. Nothing here reaches the network: build makes no call.
+// Serve: after them, no refresh and no discovery fetch starts. Nothing
+// here reaches the network: build makes no call.
 func TestBuildStopsTheTokenService(t *testing.T) {
 	settings := map[string]string{
 		"TABLES_CONNECTION_STRING":     "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;TableEndpoint=http://127.0.0.1:9/devstoreaccount1;",

@@ -62,15 +62,9 @@ func (c *Client) post(ctx context.Context, op, tokenURL string, form url.Values)
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
-	status, h, body, err := c.do(req)
+	status, h, body, err := c.send(op, req)
 	if err != nil {
-		return tokenResponse{}, &Error{Op: op, HTTPStatus: status, Code: CodeNetworkError, Err: err}
-	}
-	if status < 200 || status > 299 {
-		return tokenResponse{}, responseError(op, status, h, body, c.now())
-	}
-	if len(body) > maxBody {
-		return tokenResponse{}, &Error{Op: op, HTTPStatus: status, Code: CodeInvalidResponse, Err: errors.New("response larger than 1 MiB")}
+		return tokenResponse{}, err
 	}
 	tr, err := parseTokenResponse(body)
 	if err != nil {
@@ -82,20 +76,29 @@ func (c *Client) post(ctx context.Context, op, tokenURL string, form url.Values)
 	return tr, nil
 }
 
-// do sends req and reads at most maxBody+1 bytes of the answer, so an
-// oversized body is detected without being buffered.
-func (c *Client) do(req *http.Request) (int, http.Header, []byte, error) {
+// send sends req (the token endpoint's or Graph's) and returns a 2xx
+// answer's status, headers and body, or an *Error for op: the network, a
+// non-2xx status (Microsoft's error JSON parsed), a body over maxBody. It
+// reads at most maxBody+1 bytes, so an oversized body is detected without
+// being buffered.
+func (c *Client) send(op string, req *http.Request) (int, http.Header, []byte, error) {
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return 0, nil, nil, err
+		return 0, nil, nil, &Error{Op: op, Code: CodeNetworkError, Err: err}
 	}
 	defer resp.Body.Close()
+	status, h := resp.StatusCode, resp.Header
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
-	if err != nil {
+	switch {
+	case err != nil:
 		// The connection broke mid-answer: no usable response.
-		return resp.StatusCode, resp.Header, nil, err
+		return 0, nil, nil, &Error{Op: op, HTTPStatus: status, Code: CodeNetworkError, Err: err}
+	case status < 200 || status > 299:
+		return 0, nil, nil, responseError(op, status, h, body, c.now())
+	case len(body) > maxBody:
+		return 0, nil, nil, &Error{Op: op, HTTPStatus: status, Code: CodeInvalidResponse, Err: errors.New("response larger than 1 MiB")}
 	}
-	return resp.StatusCode, resp.Header, body, nil
+	return status, h, body, nil
 }
 
 // renew renews the credential unless another request already did since

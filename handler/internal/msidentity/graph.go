@@ -2,7 +2,6 @@ package msidentity
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 
@@ -39,15 +38,9 @@ func (c *Client) Me(ctx context.Context, accessToken string) (Profile, error) {
 	}
 	req.Header.Set("Authorization", "Bearer "+accessToken)
 	req.Header.Set("Accept", "application/json")
-	status, h, body, err := c.do(req)
+	status, _, body, err := c.send(opMe, req)
 	if err != nil {
-		return Profile{}, &Error{Op: opMe, HTTPStatus: status, Code: CodeNetworkError, Err: err}
-	}
-	if status < 200 || status > 299 {
-		return Profile{}, responseError(opMe, status, h, body, c.now())
-	}
-	if len(body) > maxBody {
-		return Profile{}, &Error{Op: opMe, HTTPStatus: status, Code: CodeInvalidResponse, Err: errors.New("response larger than 1 MiB")}
+		return Profile{}, err
 	}
 	p, err := parseProfile(body)
 	if err != nil {
