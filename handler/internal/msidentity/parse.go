@@ -10,9 +10,9 @@ import (
 	"strings"
 )
 
-// maxBody bounds every answer this package reads (x/oauth2 applies the same
-// 1 MiB to the code exchange): a token response is a few KiB, and a broken
-// or hostile endpoint must not make us buffer megabytes.
+// maxBody bounds every answer this package reads (every grant's, Graph's,
+// the discovery document): a token response is a few KiB, and a broken or
+// hostile endpoint must not make us buffer megabytes.
 const maxBody = 1 << 20
 
 // tokenResponse is the token endpoint's success JSON.
