@@ -51,8 +51,8 @@ const (
 	opMe       = "me"
 )
 
-// Config configures a Client. ClientID, RedirectURL, Scopes and Credential
-// are required; the rest have defaults.
+// Config configures a Client. ClientID, RedirectURL, Scopes, Credential
+// and Now are required; the rest have defaults.
 type Config struct {
 	// AuthorityHost is the identity platform's base URL, without tenant
 	// (MICROSOFT_AUTHORITY_HOST). Default DefaultAuthorityHost.
@@ -146,6 +146,8 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("msidentity: tenant %q is not a path segment", cfg.Tenant)
 	case cfg.Credential == nil:
 		return nil, errors.New("msidentity: a client credential is required")
+	case cfg.Now == nil:
+		return nil, errors.New("msidentity: a clock (Config.Now) is required")
 	}
 	scopes := dedupeScopes(cfg.Scopes)
 	if len(scopes) == 0 {
@@ -156,10 +158,6 @@ func New(cfg Config) (*Client, error) {
 	hc := cfg.HTTPClient
 	if hc == nil {
 		hc = &http.Client{Timeout: 30 * time.Second}
-	}
-	now := cfg.Now
-	if now == nil {
-		return nil, errors.New("msidentity: a clock (Config.Now) is required")
 	}
 	base := authority + "/" + url.PathEscape(cfg.Tenant) + "/oauth2/v2.0"
 	c := &Client{
@@ -180,11 +178,11 @@ func New(cfg Config) (*Client, error) {
 		graphURL:     graph,
 		refreshScope: strings.Join(scopes, " "),
 		hc:           hc,
-		now:          now,
+		now:          cfg.Now,
 		cred:         cfg.Credential,
 		log:          cfg.Logger,
 		renewLock:    make(chan struct{}, 1),
-		disc:         newDiscovery(authority, cfg.Tenant, hc, now),
+		disc:         newDiscovery(authority, cfg.Tenant, hc, cfg.Now),
 	}
 	return c, nil
 }
