@@ -224,7 +224,7 @@ func runHandlerChild() error {
 	// The same logger shape as app.Run: JSON lines with a timestamp. The
 	// host would read them from stdout; here stdout carries statistics.
 	log := zerolog.New(logFile).With().Timestamp().Logger()
-	err = app.Serve(ctx, ln, cfg, app.Deps{Getenv: os.Getenv, Log: log, HTTPClient: hc})
+	err = app.Serve(ctx, ln, cfg, app.Deps{Getenv: os.Getenv, Log: log, HTTPClient: hc, Now: time.Now})
 	signal.Stop(usr1)
 	emit("final")
 	return err

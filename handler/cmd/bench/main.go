@@ -248,7 +248,7 @@ func run(ctx context.Context, o options) (err error) {
 	if e.ms, err = msidentity.New(msidentity.Config{
 		AuthorityHost: idpURL, ClientID: clientID, RedirectURL: callback, GraphURL: idpURL,
 		Scopes:     strings.Fields("User.Read Files.ReadWrite.All offline_access"),
-		HTTPClient: e.hc, Logger: zerolog.Nop(),
+		HTTPClient: e.hc, Logger: zerolog.Nop(), Now: time.Now,
 		Credential: msidentity.NewSecretCredential(msidentity.SecretFunc(func(ctx context.Context, name string, _ bool) (string, error) {
 			s, err := src.Get(ctx, name)
 			return s.Value, err

@@ -102,7 +102,7 @@ func runHandlerChild() error {
 		}
 	}()
 	log := zerolog.New(logFile).With().Timestamp().Logger()
-	err = app.Serve(ctx, ln, cfg, app.Deps{Getenv: os.Getenv, Log: log, HTTPClient: hc})
+	err = app.Serve(ctx, ln, cfg, app.Deps{Getenv: os.Getenv, Log: log, HTTPClient: hc, Now: time.Now})
 	close(done)
 	emit("final")
 	return err

@@ -25,6 +25,7 @@ import (
 	"github.com/megdocs/msconnector/handler/internal/connection"
 	"github.com/megdocs/msconnector/handler/internal/funchost"
 	"github.com/megdocs/msconnector/handler/internal/httpapi"
+	"github.com/megdocs/msconnector/handler/internal/msidentity"
 	"github.com/megdocs/msconnector/handler/internal/sealing"
 	"github.com/megdocs/msconnector/handler/internal/secrets"
 	"github.com/megdocs/msconnector/handler/internal/sweep"
@@ -42,7 +43,7 @@ func Run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("listen on 127.0.0.1:%s: %w", cfg.Port, err)
 	}
-	return Serve(ctx, ln, cfg, Deps{Getenv: getenv, Log: log})
+	return Serve(ctx, ln, cfg, Deps{Getenv: getenv, Log: log, Now: time.Now})
 }
 
 // httpServer is the handler's server with its timeouts.
@@ -75,7 +76,8 @@ type Deps struct {
 	// Credential for Key Vault, Table Storage and the managed-identity
 	// client assertion; DefaultAzureCredential when nil.
 	Credential azcore.TokenCredential
-	Now        func() time.Time
+	// Now is the clock, required.
+	Now func() time.Time
 }
 
 // Serve wires everything and serves on ln until ctx is done.
@@ -90,36 +92,63 @@ func Serve(ctx context.Context, ln net.Listener, cfg config.Config, d Deps) erro
 			Msg("some settings are missing or malformed; the routes that need them answer 503 not_configured until they are fixed and the app restarts")
 	}
 	if d.Now == nil {
-		d.Now = time.Now
+		// The one clock of every package: none of them falls back to
+		// time.Now on its own.
+		return errors.New("app: Deps.Now is required")
 	}
 	if d.HTTPClient == nil {
 		d.HTTPClient = NewHTTPClient()
 	}
 
-	srv, closeFn := build(cfg, d)
-	defer closeFn()
+	return serve(ctx, ln, cfg, log, build(cfg, d))
+}
 
-	hs := httpServer(cfg, srv.Handler())
+// serve serves w on ln until ctx is done, then ends the requests in flight
+// and w's background work, all within shutdownTimeout.
+func serve(ctx context.Context, ln net.Listener, cfg config.Config, log zerolog.Logger, w *wiring) error {
+	hs := httpServer(cfg, w.srv.Handler())
 	log.Info().Str("event", "listening").Str("addr", ln.Addr().String()).
 		Str("function_timeout", functionTimeout(cfg.Host)).Str("host_json", cfg.Host.Source).Msg("custom handler ready")
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
+	var err error
 	select {
-	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
+	case e := <-errc:
+		err = fmt.Errorf("serve: %w", e)
 	case <-ctx.Done():
 	}
-	shutdown, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	// One bound for the whole shutdown: the requests in flight first, then
+	// the background work they started (a stopped process loses it anyway).
+	shutdown, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
-	if err := hs.Shutdown(shutdown); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+	if err == nil {
+		err = drain(shutdown, hs, errc)
 	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve: %w", err)
+	if stopErr := w.stop(shutdown); stopErr != nil {
+		log.Warn().Str("event", "background_work_abandoned").Err(stopErr).Msg("background work did not end within the shutdown bound")
+	}
+	if err != nil {
+		return err
 	}
 	log.Info().Str("event", "stopped").Msg("custom handler stopped")
 	return nil
 }
+
+// drain stops hs from accepting and waits, within ctx, for the requests in
+// flight; errc is hs.Serve's result.
+func drain(ctx context.Context, hs *http.Server, errc <-chan error) error {
+	if err := hs.Shutdown(ctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}
+
+// shutdownTimeout bounds Serve's shutdown: the requests in flight and the
+// background work they started.
+const shutdownTimeout = 20 * time.Second
 
 // NewHTTPClient is the one client every outgoing call uses: bounded dial,
 // TLS and response times (http.DefaultClient has none).
@@ -132,53 +161,96 @@ func NewHTTPClient() *http.Client {
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }
 
-// build wires the packages. Pieces whose settings are missing stay nil;
-// httpapi answers 503 for the routes that need them.
-func build(cfg config.Config, d Deps) (*httpapi.Server, func()) {
-	log := d.Log
-	srv := &httpapi.Server{Config: cfg, Log: log, Now: d.Now, Events: connection.NopPublisher{}}
-	closers := []func(){}
-	closeAll := func() {
-		for i := len(closers) - 1; i >= 0; i-- {
-			closers[i]()
-		}
-	}
+// wiring is what build made: the server, and the background work Serve
+// ends on shutdown.
+type wiring struct {
+	srv *httpapi.Server
+	// stops end the background work, each bounded by ctx, in reverse
+	// order of building.
+	stops []func(context.Context) error
+}
 
-	cred := d.Credential
-	lazyCred := func() (azcore.TokenCredential, error) {
-		if cred != nil {
-			return cred, nil
-		}
-		c, err := azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{
-			ClientOptions: azcore.ClientOptions{Transport: d.HTTPClient},
-		})
-		if err != nil {
-			return nil, err
-		}
-		cred = c
-		return cred, nil
+// stop ends every piece's background work within ctx's bound.
+func (w *wiring) stop(ctx context.Context) error {
+	var errs []error
+	for i := len(w.stops) - 1; i >= 0; i-- {
+		errs = append(errs, w.stops[i](ctx))
 	}
+	return errors.Join(errs...)
+}
 
-	// Secrets: Key Vault in Azure, the environment locally.
+// builder carries what every piece of build needs: the settings, the
+// seams, the one credential (made on first use) and what is built so far.
+type builder struct {
+	cfg  config.Config
+	d    Deps
+	log  zerolog.Logger
+	cred azcore.TokenCredential
+	w    *wiring
+}
+
+// build wires the packages, one component at a time. Pieces whose settings
+// are missing stay nil; httpapi answers 503 for the routes that need them.
+func build(cfg config.Config, d Deps) *wiring {
+	b := &builder{cfg: cfg, d: d, log: d.Log, cred: d.Credential,
+		w: &wiring{srv: &httpapi.Server{Config: cfg, Log: d.Log, Now: d.Now, Events: connection.NopPublisher{}}}}
+	src := b.secrets()
+	if src == nil {
+		return b.w
+	}
+	diag := newDiagnostics(cfg, d, src)
+	b.w.srv.Diagnostics = diag
+	store := b.storage(src)
+	if store == nil {
+		return b.w
+	}
+	diag.Tables = store
+	pub := b.events(src)
+	ms := b.identity(src)
+	if ms == nil {
+		return b.w
+	}
+	diag.Credential = ms
+	b.services(src, store, pub, ms)
+	return b.w
+}
+
+// credential is the managed identity (or d.Credential) for Key Vault,
+// Table Storage and Queue Storage, made on first use.
+func (b *builder) credential() (azcore.TokenCredential, error) {
+	if b.cred != nil {
+		return b.cred, nil
+	}
+	c, err := azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{
+		ClientOptions: azcore.ClientOptions{Transport: b.d.HTTPClient},
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.cred = c
+	return c, nil
+}
+
+// secrets is Key Vault in Azure, the environment locally; it also gives
+// the server the CMS API keys. Nil when Key Vault cannot be used.
+func (b *builder) secrets() secrets.Source {
 	var src secrets.Source
-	if cfg.KeyVaultURL != "" {
-		c, err := lazyCred()
+	if b.cfg.KeyVaultURL != "" {
+		c, err := b.credential()
 		if err == nil {
-			src, err = secrets.NewKeyVault(cfg.KeyVaultURL, c, secrets.KeyVaultOptions{
-				TTL: cfg.SecretsCacheTTL, Now: d.Now, Transport: d.HTTPClient, Logger: log,
+			src, err = secrets.NewKeyVault(b.cfg.KeyVaultURL, c, secrets.KeyVaultOptions{
+				TTL: b.cfg.SecretsCacheTTL, Now: b.d.Now, Transport: b.d.HTTPClient, Logger: b.log,
 			})
 		}
 		if err != nil {
-			log.Error().Str("event", "not_configured").Err(err).Msg("cannot use KEY_VAULT_URL")
+			b.log.Error().Str("event", "not_configured").Err(err).Msg("cannot use KEY_VAULT_URL")
+			return nil
 		}
 	} else {
-		log.Warn().Str("event", "secrets_from_environment").Msg("KEY_VAULT_URL is not set: secrets come from environment variables (local development only)")
-		src = secrets.NewEnv(d.Getenv)
+		b.log.Warn().Str("event", "secrets_from_environment").Msg("KEY_VAULT_URL is not set: secrets come from environment variables (local development only)")
+		src = secrets.NewEnv(b.d.Getenv)
 	}
-	if src == nil {
-		return srv, closeAll
-	}
-	srv.Keys = func(ctx context.Context) (string, string, error) {
+	b.w.srv.Keys = func(ctx context.Context) (string, string, error) {
 		cur, err := src.Get(ctx, secrets.CMSAPIKey)
 		if err != nil {
 			return "", "", err
@@ -190,60 +262,78 @@ func build(cfg config.Config, d Deps) (*httpapi.Server, func()) {
 		}
 		return cur.Value, prev.Value, nil
 	}
-	diag := newDiagnostics(cfg, d, src)
-	srv.Diagnostics = diag
+	return src
+}
 
-	if len(cfg.Missing(config.AreaStorage)) > 0 {
-		return srv, closeAll
+// storage is the sealed Table Storage store; nil when it cannot be built.
+func (b *builder) storage(src secrets.Source) *tablestore.Store {
+	if len(b.cfg.Missing(config.AreaStorage)) > 0 {
+		return nil
 	}
-	sealer := sealing.New(secrets.NewKeyring(src))
-	svc, err := tableService(cfg, d, lazyCred)
+	svc, err := tableService(b.cfg, b.d, b.credential)
 	if err != nil {
-		log.Error().Str("event", "not_configured").Err(err).Msg("cannot build the Table Storage client")
-		return srv, closeAll
+		b.log.Error().Str("event", "not_configured").Err(err).Msg("cannot build the Table Storage client")
+		return nil
 	}
-	store := tablestore.New(svc, sealer, tablestore.Options{Now: d.Now})
-	srv.Store = store
-	diag.Tables = store
+	store := tablestore.New(svc, sealing.New(secrets.NewKeyring(src)), tablestore.Options{Now: b.d.Now})
+	b.w.srv.Store = store
+	return store
+}
 
+// events is the webhook's publisher (and its queue-triggered delivery), or
+// a publisher that drops events when no webhook is configured.
+func (b *builder) events(src secrets.Source) connection.Publisher {
 	var pub connection.Publisher = connection.NopPublisher{}
-	if cfg.WebhookURL != "" && len(cfg.Missing(config.AreaWebhook)) == 0 {
-		if p, h, err := webhook(cfg, d, src, lazyCred); err != nil {
-			log.Error().Str("event", "not_configured").Err(err).Msg("cannot use the webhook delivery queue")
+	if b.cfg.WebhookURL != "" && len(b.cfg.Missing(config.AreaWebhook)) == 0 {
+		if p, h, err := webhook(b.cfg, b.d, src, b.credential); err != nil {
+			b.log.Error().Str("event", "not_configured").Err(err).Msg("cannot use the webhook delivery queue")
 		} else {
-			pub, srv.Webhook = p, h
+			pub, b.w.srv.Webhook = p, h
 		}
 	}
-	srv.Events = pub
+	b.w.srv.Events = pub
+	return pub
+}
 
-	if len(cfg.Missing(config.AreaMicrosoft)) > 0 {
-		return srv, closeAll
+// identity is the Microsoft client (whose discovery fetch Serve ends); nil
+// when it cannot be built.
+func (b *builder) identity(src secrets.Source) *msidentity.Client {
+	if len(b.cfg.Missing(config.AreaMicrosoft)) > 0 {
+		return nil
 	}
-	ms, err := microsoft(cfg, d, src)
+	ms, err := microsoft(b.cfg, b.d, src)
 	if err != nil {
-		log.Error().Str("event", "not_configured").Err(err).Msg("cannot build the Microsoft client")
-		return srv, closeAll
+		b.log.Error().Str("event", "not_configured").Err(err).Msg("cannot build the Microsoft client")
+		return nil
 	}
-	diag.Credential = ms
+	b.w.stops = append(b.w.stops, ms.Close)
+	return ms
+}
+
+// services are the connect flow, the token service (whose background work
+// Serve ends) and the refresh sweep behind the timer.
+func (b *builder) services(src secrets.Source, store *tablestore.Store, pub connection.Publisher, ms *msidentity.Client) {
+	cfg, log, now := b.cfg, b.log, b.d.Now
 	allow, err := connectflow.NewAllowlist(cfg.AllowedReturnURLs)
 	if err != nil {
 		log.Error().Str("event", "not_configured").Err(err).Msg("ALLOWED_RETURN_URLS")
-		return srv, closeAll
+		return
 	}
-	srv.Flow = &connectflow.Service{
+	b.w.srv.Flow = &connectflow.Service{
 		Store: store, Pending: store, Identity: ms, Allowlist: allow,
-		Events: pub, PublicBaseURL: cfg.PublicBaseURL, Log: log, Now: d.Now,
+		Events: pub, PublicBaseURL: cfg.PublicBaseURL, Log: log, Now: now,
 	}
-	tok := &tokens.Service{Store: store, Refresher: ms, Events: pub, Policy: cfg.Policy, Log: log, Now: d.Now}
-	srv.Tokens = tok
+	tok := &tokens.Service{Store: store, Refresher: ms, Events: pub, Policy: cfg.Policy, Log: log, Now: now}
+	b.w.srv.Tokens = tok
+	b.w.stops = append(b.w.stops, tok.Close)
 	sw := &sweep.Sweeper{
 		Store: store, Pending: store, Tokens: tok, Policy: cfg.Policy,
 		Concurrency: cfg.RefreshConcurrency, Deadline: cfg.RefreshDeadline,
-		Housekeeping: expiryReminder(src, store, log, d.Now),
-		Log:          log, Now: d.Now,
+		Housekeeping: expiryReminder(src, store, log, now),
+		Log:          log, Now: now,
 	}
 	sw.Record, sw.RequiredScopes = store.RecordSweep, cfg.Scopes
-	srv.Refresh = funchost.TimerHandler("timer", func(ctx context.Context, inv funchost.Invocation, _ funchost.TimerInfo) (any, []string, error) {
+	b.w.srv.Refresh = funchost.TimerHandler("timer", func(ctx context.Context, inv funchost.Invocation, _ funchost.TimerInfo) (any, []string, error) {
 		// Every line of this run carries its invocation_id (funchost puts
 		// that logger in ctx).
 		run := *sw
@@ -252,7 +342,6 @@ func build(cfg config.Config, d Deps) (*httpapi.Server, func()) {
 		logs := []string{fmt.Sprintf("refresh sweep: due=%d refreshed=%d reconnect_required=%d transient_failures=%d skipped=%d", sum.Due, sum.Refreshed, sum.ReconnectRequired, sum.TransientFailures, sum.Skipped)}
 		return sum, logs, err
 	})
-	return srv, closeAll
 }
 
 func tableService(cfg config.Config, d Deps, lazyCred func() (azcore.TokenCredential, error)) (*aztables.ServiceClient, error) {

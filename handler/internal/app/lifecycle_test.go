@@ -305,7 +305,7 @@ func TestRevokedAccountBecomesReconnectRequiredAndRecovers(t *testing.T) {
 		} else if want[i] != "connection.reconnect_required" && ev.body["reason"] != nil {
 			t.Errorf("%s reason = %v, want null", want[i], ev.body["reason"])
 		}
-		if !events.Verify("hook-secret", ev.raw, ev.signature) {
+		if ev.signature != events.Sign("hook-secret", ev.raw) {
 			t.Errorf("event %s: signature %q does not verify", want[i], ev.signature)
 		}
 		if ev.delivery == "" || ids[ev.delivery] {

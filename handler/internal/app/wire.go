@@ -88,15 +88,7 @@ func webhook(cfg config.Config, d Deps, src secrets.Source, lazyCred func() (azc
 		}
 		return []string{"webhook delivery: " + out.String()}, nil
 	})
-	return eventAdapter{&events.Enqueuer{Queue: queue, Log: d.Log, Now: d.Now}}, h, nil
-}
-
-// eventAdapter publishes domain events through the webhook queue.
-type eventAdapter struct{ q *events.Enqueuer }
-
-func (a eventAdapter) Publish(ctx context.Context, e connection.Event) error {
-	_, err := a.q.Publish(ctx, events.Event{Type: e.Type, UserID: e.UserID, At: e.At, Account: e.Account, Reason: e.Reason})
-	return err
+	return &events.Enqueuer{Queue: queue, Log: d.Log, Now: d.Now}, h, nil
 }
 
 // expiryReminder logs secret_expiring once a day per secret version from 30

@@ -181,7 +181,7 @@ func LoadWithHost(getenv func(string) string, host Host) Config {
 	l.validateStorage(&c)
 	l.validateMicrosoft(&c)
 	l.validateReturnURLs(&c)
-	if t := c.AppTenantID; t != "" && !guidRE.MatchString(t) && !domainRE.MatchString(t) {
+	if t := c.AppTenantID; t != "" && !connection.IsGUID(t) && !domainRE.MatchString(t) {
 		l.problem("MICROSOFT_APP_TENANT_ID", AreaDiagnostics, fmt.Sprintf("%q is not a tenant: use the Directory (tenant) ID of the tenant holding the app registration", t))
 	}
 	l.validateHost(&c)
@@ -319,7 +319,6 @@ func (l *loader) validateStorage(c *Config) {
 }
 
 var (
-	guidRE   = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 	domainRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$`)
 	scopeRE  = regexp.MustCompile(`^[\x21\x23-\x5B\x5D-\x7E]+$`) // RFC 6749 §3.3 scope-token
 )
@@ -327,7 +326,7 @@ var (
 func (l *loader) validateMicrosoft(c *Config) {
 	if c.ClientID == "" {
 		l.problem("MICROSOFT_CLIENT_ID", AreaMicrosoft, "missing: the app registration's Application (client) ID")
-	} else if !guidRE.MatchString(c.ClientID) {
+	} else if !connection.IsGUID(c.ClientID) {
 		l.problem("MICROSOFT_CLIENT_ID", AreaMicrosoft, "not a GUID: copy the Application (client) ID from the app registration")
 	}
 	if c.CallbackURL == "" {
@@ -338,7 +337,7 @@ func (l *loader) validateMicrosoft(c *Config) {
 		l.problem("MICROSOFT_OAUTH_CALLBACK_URL", AreaMicrosoft, "must not have a query or fragment")
 	}
 	switch t := c.Tenant; {
-	case t == "common", t == "organizations", t == "consumers", guidRE.MatchString(t), domainRE.MatchString(t):
+	case t == "common", t == "organizations", t == "consumers", connection.IsGUID(t), domainRE.MatchString(t):
 	default:
 		l.problem("MICROSOFT_TENANT", AreaMicrosoft, fmt.Sprintf("%q cannot work: use common, organizations, consumers, a tenant ID (GUID) or a verified domain", t))
 	}

@@ -106,6 +106,9 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if logs == nil {
 		logs = io.Discard
 	}
+	if o.Now == nil {
+		o.Now = time.Now // the option's default, decided once for every part
+	}
 	s := &Stack{done: make(chan error, 1), clock: o.Now}
 	defer func() {
 		if err != nil {

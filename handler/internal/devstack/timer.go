@@ -13,7 +13,7 @@ import (
 // host's invocation body (the shape of funchost's golden testdata). It
 // returns an error unless the handler answers 200.
 func (s *Stack) Sweep(ctx context.Context) error {
-	now := s.now().UTC()
+	now := s.clock().UTC()
 	ts := now.Format(time.RFC3339Nano)
 	body := fmt.Appendf(nil, `{"Data":{"timer":{"Schedule":{"AdjustForDST":true},"ScheduleStatus":{"Last":%q,"Next":%q,"LastUpdated":%q},"IsPastDue":false}},"Metadata":{"sys":{"MethodName":"refresh","UtcNow":%q,"RandGuid":"00000000-0000-4000-8000-000000000000"}}}`,
 		ts, now.Add(5*time.Minute).Format(time.RFC3339), ts, ts)
@@ -51,11 +51,4 @@ func (s *Stack) runTimer(ctx context.Context, interval time.Duration) {
 		case <-t.C:
 		}
 	}
-}
-
-func (s *Stack) now() time.Time {
-	if s.clock != nil {
-		return s.clock()
-	}
-	return time.Now()
 }

@@ -63,7 +63,8 @@ type Deliverer struct {
 	// Queue takes the next attempt; Poison keeps what is dropped, where
 	// an operator can replay it (docs/operations.md).
 	Queue, Poison Sender
-	// Now is the clock of the 24-hour window.
+	// Now is the clock of the 24-hour window. Required: Deliver panics
+	// without it.
 	Now func() time.Time
 	Log zerolog.Logger
 	// Zero values take the defaults above.
@@ -93,6 +94,9 @@ const (
 // queue or the poison queue refused): the caller then fails the invocation
 // and the host shows the same message again.
 func (d *Deliverer) Deliver(ctx context.Context, text []byte) (Outcome, error) {
+	if d.Now == nil {
+		panic("events: Deliverer.Now is required")
+	}
 	log := zerolog.Ctx(ctx)
 	if log.GetLevel() == zerolog.Disabled {
 		log = &d.Log
@@ -118,10 +122,10 @@ func (d *Deliverer) Deliver(ctx context.Context, text []byte) (Outcome, error) {
 	status, err := d.attempt(ctx, m)
 	if err == nil {
 		l.Info().Str("event", "webhook_delivered").Int("status", status).
-			Int64("since_first_enqueue_ms", d.now().Sub(m.FirstEnqueuedAt).Milliseconds()).Msg("webhook_delivered")
+			Int64("since_first_enqueue_ms", d.Now().Sub(m.FirstEnqueuedAt).Milliseconds()).Msg("webhook_delivered")
 		return Delivered, nil
 	}
-	elapsed := d.now().Sub(m.FirstEnqueuedAt)
+	elapsed := d.Now().Sub(m.FirstEnqueuedAt)
 	if elapsed >= or(d.GiveUpAfter, DefaultGiveUpAfter) {
 		if err := d.Poison.Send(ctx, text, 0); err != nil {
 			return 0, fmt.Errorf("events: poison delivery %s: %w", m.DeliveryID, err)
@@ -195,13 +199,6 @@ func (d *Deliverer) client() *http.Client {
 	}
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &c
-}
-
-func (d *Deliverer) now() time.Time {
-	if d.Now != nil {
-		return d.Now()
-	}
-	return time.Now()
 }
 
 func (d *Deliverer) randN() func(int64) int64 {

@@ -89,11 +89,11 @@ func newReceiver(t *testing.T, status int) *receiver {
 	return r
 }
 
-func publishOne(t *testing.T, e Event) (*fakeQueue, []byte) {
+func publishOne(t *testing.T, e connection.Event) (*fakeQueue, []byte) {
 	t.Helper()
 	q := &fakeQueue{}
 	en := &Enqueuer{Queue: q, Now: clocktest.New(t0).Now, Log: zerolog.Nop()}
-	if _, err := en.Publish(context.Background(), e); err != nil {
+	if _, err := en.PublishID(context.Background(), e); err != nil {
 		t.Fatal(err)
 	}
 	return q, q.all()[0].text
@@ -113,12 +113,12 @@ func newDeliverer(url string, clk *clocktest.Clock, logs io.Writer) (*Deliverer,
 // binding data, never the secret.
 func TestPublishEnqueuesTheFirstAttempt(t *testing.T) {
 	ada := &connection.Account{ID: "oid-1", TenantID: "tid-1", Email: "ada@contoso.com", DisplayName: "Ada"}
-	q, text := publishOne(t, Event{Type: TypeConnected, UserID: "42", At: t0, Account: ada})
+	q, text := publishOne(t, connection.Event{Type: connection.EventConnected, UserID: "42", At: t0, Account: ada})
 	m, delay := q.only(t)
 	if delay != 0 || m.Attempt != 1 || !m.FirstEnqueuedAt.Equal(t0) || len(m.DeliveryID) != 36 {
 		t.Errorf("message %+v delay %s", m, delay)
 	}
-	want, _ := encode(Event{Type: TypeConnected, UserID: "42", At: t0, Account: ada})
+	want, _ := encode(connection.Event{Type: connection.EventConnected, UserID: "42", At: t0, Account: ada})
 	if m.Body != string(want) {
 		t.Errorf("body %s, want %s", m.Body, want)
 	}
@@ -140,15 +140,15 @@ func TestPublishEnqueuesTheFirstAttempt(t *testing.T) {
 // returned; the caller's change is stored and not undone.
 func TestPublishFailureIsLoggedAndReturned(t *testing.T) {
 	logs := &logtest.Buffer{}
-	en := &Enqueuer{Queue: &fakeQueue{fail: errors.New("queue down")}, Log: zerolog.New(logs)}
-	id, err := en.Publish(context.Background(), Event{Type: TypeDisconnected, UserID: "42"})
+	en := &Enqueuer{Queue: &fakeQueue{fail: errors.New("queue down")}, Log: zerolog.New(logs), Now: clocktest.New(t0).Now}
+	id, err := en.PublishID(context.Background(), connection.Event{Type: connection.EventDisconnected, UserID: "42"})
 	if err == nil || id == "" {
 		t.Fatalf("Publish = %q, %v; want the id and an error", id, err)
 	}
 	if !logs.Has("webhook_dropped", "reason", "enqueue_failed") || !logs.Has("webhook_dropped", "delivery_id", id) {
 		t.Errorf("logs: %s", logs.String())
 	}
-	if _, err := en.Publish(context.Background(), Event{Type: "connection.renamed", UserID: "42"}); err == nil || !logs.Has("webhook_dropped", "reason", "invalid_event") {
+	if _, err := en.PublishID(context.Background(), connection.Event{Type: "connection.renamed", UserID: "42"}); err == nil || !logs.Has("webhook_dropped", "reason", "invalid_event") {
 		t.Errorf("an unknown type was enqueued: %v", err)
 	}
 }
@@ -156,10 +156,10 @@ func TestPublishFailureIsLoggedAndReturned(t *testing.T) {
 // The enqueue survives the caller hanging up: the change is stored.
 func TestPublishIgnoresCancellationOfTheRequest(t *testing.T) {
 	q := &blockingQueue{}
-	en := &Enqueuer{Queue: q, Log: zerolog.Nop()}
+	en := &Enqueuer{Queue: q, Log: zerolog.Nop(), Now: clocktest.New(t0).Now}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := en.Publish(ctx, Event{Type: TypeDisconnected, UserID: "42"}); err != nil {
+	if _, err := en.PublishID(ctx, connection.Event{Type: connection.EventDisconnected, UserID: "42"}); err != nil {
 		t.Fatalf("Publish with a cancelled request context: %v", err)
 	}
 }
@@ -170,7 +170,7 @@ func (blockingQueue) Send(ctx context.Context, _ []byte, _ time.Duration) error 
 
 func TestDeliverSignsAndSendsTheSameBytes(t *testing.T) {
 	r := newReceiver(t, http.StatusNoContent)
-	_, text := publishOne(t, Event{Type: TypeReconnectRequired, UserID: "42", At: t0, Reason: "invalid_grant"})
+	_, text := publishOne(t, connection.Event{Type: connection.EventReconnectRequired, UserID: "42", At: t0, Reason: "invalid_grant"})
 	m, _ := decodeMessage(text)
 	logs := &logtest.Buffer{}
 	d, q, p := newDeliverer(r.URL+"/hooks/microsoft", clocktest.New(t0.Add(time.Second)), logs)
@@ -204,7 +204,7 @@ func TestDeliverSignsAndSendsTheSameBytes(t *testing.T) {
 // queue unchanged.
 func TestBackoffScheduleWithTheClock(t *testing.T) {
 	r := newReceiver(t, http.StatusServiceUnavailable)
-	_, text := publishOne(t, Event{Type: TypeDisconnected, UserID: "42", At: t0})
+	_, text := publishOne(t, connection.Event{Type: connection.EventDisconnected, UserID: "42", At: t0})
 	first, _ := decodeMessage(text)
 	clk := clocktest.New(t0)
 	logs := &logtest.Buffer{}
@@ -302,7 +302,7 @@ func TestDeliverFailures(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, text := publishOne(t, Event{Type: TypeConnected, UserID: "42", At: t0})
+			_, text := publishOne(t, connection.Event{Type: connection.EventConnected, UserID: "42", At: t0})
 			logs := &logtest.Buffer{}
 			d, q, _ := newDeliverer(tt.url, clocktest.New(t0), logs)
 			d.AttemptTimeout = 200 * time.Millisecond
@@ -340,7 +340,7 @@ func TestDeliverFailures(t *testing.T) {
 // then shows the same message again): nothing is lost.
 func TestDeliverFailsWhenTheNextStepCannotBeStored(t *testing.T) {
 	r := newReceiver(t, http.StatusInternalServerError)
-	_, text := publishOne(t, Event{Type: TypeConnected, UserID: "42", At: t0})
+	_, text := publishOne(t, connection.Event{Type: connection.EventConnected, UserID: "42", At: t0})
 	d, q, p := newDeliverer(r.URL, clocktest.New(t0), io.Discard)
 	q.fail = errors.New("queue down")
 	if _, err := d.Deliver(context.Background(), text); err == nil {

@@ -24,24 +24,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/megdocs/msconnector/handler/internal/connection"
-)
-
-// Event types, exactly as the contract spells them.
-const (
-	// TypeConnected: a user connected (or connected again while already
-	// connected).
-	TypeConnected = "connection.connected"
-	// TypeReconnectRequired: Microsoft refused the refresh token for good;
-	// Reason carries the stable code (for example "invalid_grant").
-	TypeReconnectRequired = "connection.reconnect_required"
-	// TypeRecovered: a reconnect_required connection was connected again.
-	TypeRecovered = "connection.recovered"
-	// TypeDisconnected: the connection was deleted.
-	TypeDisconnected = "connection.disconnected"
 )
 
 // Header names of a delivery.
@@ -55,26 +40,10 @@ const (
 
 const signaturePrefix = "sha256="
 
-// Event is one change of a connection's status.
-//
-// ID is left empty by callers: Publish assigns a random one. At is the time
-// of the change (Publish uses its clock when it is zero).
-// Account is nil when the connection has none to report (for example after
-// a deletion that did not load it); Reason is empty except on
-// TypeReconnectRequired.
-type Event struct {
-	ID      string
-	Type    string
-	UserID  string
-	At      time.Time
-	Account *connection.Account
-	Reason  string
-}
-
 // validType reports whether t is one of the contract's event types.
 func validType(t string) bool {
 	switch t {
-	case TypeConnected, TypeReconnectRequired, TypeRecovered, TypeDisconnected:
+	case connection.EventConnected, connection.EventReconnectRequired, connection.EventRecovered, connection.EventDisconnected:
 		return true
 	}
 	return false
@@ -101,7 +70,7 @@ type wireEvent struct {
 // encode builds the body of e. It is called once per event: every retry
 // sends these same bytes, so the signature and any deduplication on the CMS
 // side see one event, not one per attempt.
-func encode(e Event) ([]byte, error) {
+func encode(e connection.Event) ([]byte, error) {
 	if !validType(e.Type) {
 		return nil, fmt.Errorf("events: encode: unknown event type %q", e.Type)
 	}
@@ -144,27 +113,6 @@ func Sign(secret string, body []byte) string {
 	m := hmac.New(sha256.New, []byte(secret))
 	m.Write(body)
 	return signaturePrefix + hex.EncodeToString(m.Sum(nil))
-}
-
-// Verify reports whether signatureHeader is a valid X-MEGDocs-Signature of
-// body under secret. It is what the CMS does with each delivery: compute the
-// HMAC over the raw bytes received (before any JSON parsing) and compare in
-// constant time. An empty secret never verifies.
-func Verify(secret string, body []byte, signatureHeader string) bool {
-	if secret == "" {
-		return false
-	}
-	hexSig, ok := strings.CutPrefix(strings.TrimSpace(signatureHeader), signaturePrefix)
-	if !ok {
-		return false
-	}
-	got, err := hex.DecodeString(hexSig)
-	if err != nil {
-		return false
-	}
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write(body)
-	return hmac.Equal(got, m.Sum(nil))
 }
 
 // newID returns a random RFC 9562 version 4 UUID: 122 random bits make a

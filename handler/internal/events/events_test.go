@@ -20,32 +20,32 @@ func TestEncodeExactBody(t *testing.T) {
 	paris := time.FixedZone("CET", 3600)
 	tests := []struct {
 		name string
-		e    Event
+		e    connection.Event
 		want string
 	}{
 		{
 			name: "connected with account, null reason",
-			e:    Event{Type: TypeConnected, UserID: "42", At: at, Account: ada},
+			e:    connection.Event{Type: connection.EventConnected, UserID: "42", At: at, Account: ada},
 			want: `{"type":"connection.connected","user_id":"42","at":"2026-11-25T23:35:00Z","account":{"id":"oid-1","tenant_id":"tid-1","email":"ada@contoso.com","display_name":"Ada Lovelace"},"reason":null}`,
 		},
 		{
 			name: "reconnect required without account",
-			e:    Event{Type: TypeReconnectRequired, UserID: "42", At: at, Reason: "invalid_grant"},
+			e:    connection.Event{Type: connection.EventReconnectRequired, UserID: "42", At: at, Reason: "invalid_grant"},
 			want: `{"type":"connection.reconnect_required","user_id":"42","at":"2026-11-25T23:35:00Z","account":null,"reason":"invalid_grant"}`,
 		},
 		{
 			name: "recovered, empty account fields stay present",
-			e:    Event{Type: TypeRecovered, UserID: "7", At: at, Account: &connection.Account{ID: "oid-2"}},
+			e:    connection.Event{Type: connection.EventRecovered, UserID: "7", At: at, Account: &connection.Account{ID: "oid-2"}},
 			want: `{"type":"connection.recovered","user_id":"7","at":"2026-11-25T23:35:00Z","account":{"id":"oid-2","tenant_id":"","email":"","display_name":""},"reason":null}`,
 		},
 		{
 			name: "disconnected, local time becomes UTC, sub-second dropped",
-			e:    Event{Type: TypeDisconnected, UserID: "42", At: time.Date(2026, 11, 26, 0, 35, 0, 999, paris)},
+			e:    connection.Event{Type: connection.EventDisconnected, UserID: "42", At: time.Date(2026, 11, 26, 0, 35, 0, 999, paris)},
 			want: `{"type":"connection.disconnected","user_id":"42","at":"2026-11-25T23:35:00Z","account":null,"reason":null}`,
 		},
 		{
 			name: "opaque user id is not HTML-escaped",
-			e:    Event{Type: TypeConnected, UserID: `a/b?c#d<e>&f"g\ü`, At: at},
+			e:    connection.Event{Type: connection.EventConnected, UserID: `a/b?c#d<e>&f"g\ü`, At: at},
 			want: `{"type":"connection.connected","user_id":"a/b?c#d<e>&f\"g\\ü","at":"2026-11-25T23:35:00Z","account":null,"reason":null}`,
 		},
 	}
@@ -63,10 +63,10 @@ func TestEncodeExactBody(t *testing.T) {
 }
 
 func TestEncodeRejectsInvalidEvents(t *testing.T) {
-	for _, e := range []Event{
+	for _, e := range []connection.Event{
 		{Type: "connection.renamed", UserID: "42", At: at},
 		{Type: "", UserID: "42", At: at},
-		{Type: TypeConnected, UserID: "", At: at},
+		{Type: connection.EventConnected, UserID: "", At: at},
 	} {
 		if body, err := encode(e); err == nil {
 			t.Errorf("encode(%+v) = %s, want an error", e, body)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/megdocs/msconnector/handler/internal/connection"
 )
 
 // Sender puts a message on a queue, visible after delay, and returns once
@@ -72,6 +74,7 @@ type Enqueuer struct {
 	Queue Sender
 	Log   zerolog.Logger
 	// Now stamps the first enqueue (and At when an event has none).
+	// Required: Publish panics without it.
 	Now func() time.Time
 	// Rand is the source of delivery IDs (default crypto/rand.Reader).
 	Rand io.Reader
@@ -81,7 +84,9 @@ type Enqueuer struct {
 	randMu sync.Mutex // an injected io.Reader need not be safe for concurrent use
 }
 
-// Publish builds e's body once, gives it a delivery ID and puts the first
+var _ connection.Publisher = (*Enqueuer)(nil)
+
+// Publish builds e's body once, gives it a random delivery ID and puts the first
 // attempt on the queue. It returns once Queue Storage has stored it, so
 // the event is as durable as the change it reports: call it after the
 // change is stored and before answering whoever caused it.
@@ -94,27 +99,33 @@ type Enqueuer struct {
 // enqueue_failed, error level, for the same alert as a delivery given up)
 // and returns the error. Callers do not fail their request on it: the
 // change is stored and the caller's own answer reports it.
-func (q *Enqueuer) Publish(ctx context.Context, e Event) (string, error) {
-	now := q.now()
+func (q *Enqueuer) Publish(ctx context.Context, e connection.Event) error {
+	_, err := q.publish(ctx, e)
+	return err
+}
+
+// publish is Publish, returning the delivery ID it gave the event.
+func (q *Enqueuer) publish(ctx context.Context, e connection.Event) (string, error) {
+	if q.Now == nil {
+		panic("events: Enqueuer.Now is required")
+	}
+	now := q.Now()
 	if e.At.IsZero() {
 		e.At = now
 	}
-	if e.ID == "" {
-		q.randMu.Lock()
-		id, err := newID(q.rand())
-		q.randMu.Unlock()
-		if err != nil {
-			return "", q.dropped(e, "event_id", err)
-		}
-		e.ID = id
+	q.randMu.Lock()
+	id, err := newID(q.rand())
+	q.randMu.Unlock()
+	if err != nil {
+		return "", q.dropped(e, "", "event_id", err)
 	}
 	body, err := encode(e)
 	if err != nil {
-		return e.ID, q.dropped(e, "invalid_event", err)
+		return id, q.dropped(e, id, "invalid_event", err)
 	}
-	text, err := message{DeliveryID: e.ID, Body: string(body), Attempt: 1, FirstEnqueuedAt: now.UTC()}.encode()
+	text, err := message{DeliveryID: id, Body: string(body), Attempt: 1, FirstEnqueuedAt: now.UTC()}.encode()
 	if err != nil {
-		return e.ID, q.dropped(e, "invalid_event", err)
+		return id, q.dropped(e, id, "invalid_event", err)
 	}
 	timeout := q.Timeout
 	if timeout <= 0 {
@@ -123,24 +134,17 @@ func (q *Enqueuer) Publish(ctx context.Context, e Event) (string, error) {
 	sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	if err := q.Queue.Send(sendCtx, text, 0); err != nil {
-		return e.ID, q.dropped(e, "enqueue_failed", err)
+		return id, q.dropped(e, id, "enqueue_failed", err)
 	}
-	q.Log.Info().Str("event", "webhook_enqueued").Str("user_id", e.UserID).Str("delivery_id", e.ID).
+	q.Log.Info().Str("event", "webhook_enqueued").Str("user_id", e.UserID).Str("delivery_id", id).
 		Str("event_type", e.Type).Msg("webhook_enqueued")
-	return e.ID, nil
+	return id, nil
 }
 
-func (q *Enqueuer) dropped(e Event, reason string, err error) error {
-	q.Log.Error().Str("event", "webhook_dropped").Str("user_id", e.UserID).Str("delivery_id", e.ID).
+func (q *Enqueuer) dropped(e connection.Event, id, reason string, err error) error {
+	q.Log.Error().Str("event", "webhook_dropped").Str("user_id", e.UserID).Str("delivery_id", id).
 		Str("event_type", e.Type).Str("reason", reason).Err(err).Msg("webhook_dropped")
 	return fmt.Errorf("events: publish %s: %w", e.Type, err)
-}
-
-func (q *Enqueuer) now() time.Time {
-	if q.Now != nil {
-		return q.Now()
-	}
-	return time.Now()
 }
 
 func (q *Enqueuer) rand() io.Reader {

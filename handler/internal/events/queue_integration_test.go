@@ -13,6 +13,7 @@ import (
 
 	"github.com/megdocs/msconnector/handler/internal/azurite"
 	"github.com/megdocs/msconnector/handler/internal/clocktest"
+	"github.com/megdocs/msconnector/handler/internal/connection"
 	"github.com/megdocs/msconnector/handler/internal/events"
 	"github.com/megdocs/msconnector/handler/internal/logtest"
 	"github.com/megdocs/msconnector/handler/internal/storagequeue"
@@ -40,7 +41,7 @@ func TestDropAfter24HoursLandsInThePoisonQueue(t *testing.T) {
 	logs := &logtest.Buffer{}
 
 	en := &events.Enqueuer{Queue: q, Now: clk.Now, Log: zerolog.Nop()}
-	id, err := en.Publish(ctx, events.Event{Type: events.TypeDisconnected, UserID: "42"})
+	id, err := en.PublishID(ctx, connection.Event{Type: connection.EventDisconnected, UserID: "42"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -108,7 +108,7 @@ func TestCrashInTheMiddleOfASweep(t *testing.T) {
 	store := tablestore.New(svc, sealing.New(secrets.NewKeyring(secrets.NewEnv(mapEnv(env)))), tablestore.Options{})
 	hc := &http.Client{Timeout: 60 * time.Second}
 	ms, err := msidentity.New(msidentity.Config{
-		AuthorityHost: seedSrv.URL, ClientID: clientID, RedirectURL: callback, GraphURL: seedSrv.URL, Scopes: scopes, HTTPClient: hc,
+		AuthorityHost: seedSrv.URL, ClientID: clientID, RedirectURL: callback, GraphURL: seedSrv.URL, Scopes: scopes, HTTPClient: hc, Now: time.Now,
 		Credential: msidentity.NewSecretCredential(msidentity.SecretFunc(func(context.Context, string, bool) (string, error) { return clientSecret, nil })),
 	})
 	if err != nil {

@@ -227,7 +227,7 @@ func start(t *testing.T, o options) *stack {
 	hc := &http.Client{Timeout: 60 * time.Second}
 	ms, err := msidentity.New(msidentity.Config{
 		AuthorityHost: idpSrv.URL, ClientID: clientID, RedirectURL: handlerURL + "/api/callback",
-		GraphURL: idpSrv.URL, Scopes: scopes, HTTPClient: hc,
+		GraphURL: idpSrv.URL, Scopes: scopes, HTTPClient: hc, Now: time.Now,
 		Credential: msidentity.NewSecretCredential(msidentity.SecretFunc(func(context.Context, string, bool) (string, error) {
 			return clientSecret, nil
 		})),

@@ -63,7 +63,7 @@ func newHookReceiver(t *testing.T, secret string) *hookReceiver {
 			h.users[ev.UserID] = map[string]bool{}
 		}
 		h.users[ev.UserID][id] = true
-		if !events.Verify(h.secret, b, r.Header.Get(events.SignatureHeader)) {
+		if r.Header.Get(events.SignatureHeader) != events.Sign(h.secret, b) {
 			h.badSigns++
 		}
 		if up {
@@ -221,7 +221,7 @@ func TestWebhookDeliveriesSurviveSIGKILL(t *testing.T) {
 	}
 	for id, bodies := range recv.bodies {
 		var ev map[string]any
-		if err := json.Unmarshal([]byte(bodies[0]), &ev); err != nil || ev["type"] != events.TypeDisconnected {
+		if err := json.Unmarshal([]byte(bodies[0]), &ev); err != nil || ev["type"] != connection.EventDisconnected {
 			t.Errorf("delivery %s: body %s", id, bodies[0])
 		}
 		for _, b := range bodies[1:] {

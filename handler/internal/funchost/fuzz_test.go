@@ -37,7 +37,7 @@ func FuzzDecodeTimer(f *testing.F) {
 		}
 		// Warnings quote the body: they must still make a valid response.
 		rec := httptest.NewRecorder()
-		WriteResponse(rec, InvocationResponse{Logs: inv.Warnings})
+		_ = writeResponse(rec, InvocationResponse{Logs: inv.Warnings})
 		if rec.Code != http.StatusOK || !json.Valid(rec.Body.Bytes()) {
 			t.Fatalf("response for warnings %q: %d %s", inv.Warnings, rec.Code, rec.Body)
 		}
@@ -85,7 +85,7 @@ func FuzzDecodeQueue(f *testing.F) {
 			}
 		}
 		rec := httptest.NewRecorder()
-		WriteResponse(rec, InvocationResponse{Logs: inv.Warnings})
+		_ = writeResponse(rec, InvocationResponse{Logs: inv.Warnings})
 		if rec.Code != http.StatusOK || !json.Valid(rec.Body.Bytes()) {
 			t.Fatalf("response for warnings %q: %d %s", inv.Warnings, rec.Code, rec.Body)
 		}

@@ -48,15 +48,10 @@ type errorResponse struct {
 	ReturnValue any            `json:"ReturnValue"`
 }
 
-// WriteResponse answers an invocation with 200 and resp. Should resp not
+// writeResponse answers an invocation with 200 and resp. Should resp not
 // encode (a ReturnValue JSON cannot represent), it answers 500 instead, so
-// the run is recorded as failed rather than silently empty.
-func WriteResponse(w http.ResponseWriter, resp InvocationResponse) {
-	_ = writeResponse(w, resp)
-}
-
-// writeResponse is WriteResponse, returning the encoding error for the
-// caller to log.
+// the run is recorded as failed rather than silently empty, and returns
+// the encoding error for the caller to log.
 func writeResponse(w http.ResponseWriter, resp InvocationResponse) error {
 	body, err := encode(resp)
 	if err != nil {

@@ -276,7 +276,7 @@ func TestWriteResponse(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := httptest.NewRecorder()
-			WriteResponse(rec, tt.resp)
+			_ = writeResponse(rec, tt.resp)
 			if rec.Code != tt.status || rec.Body.String() != tt.want {
 				t.Errorf("got %d %s, want %d %s", rec.Code, rec.Body, tt.status, tt.want)
 			}

@@ -149,7 +149,7 @@ func newFixture(tb testing.TB) *fixture {
 	}
 	tok := &tokens.Service{Store: store, Refresher: refresher{}, Events: connection.NopPublisher{},
 		Policy: connection.DefaultPolicy(), Log: log, Now: now}
-	tb.Cleanup(tok.Wait)
+	tb.Cleanup(func() { _ = tok.Close(context.Background()) })
 	srv := &httpapi.Server{
 		Config: cfg, Flow: flow, Tokens: tok, Store: store, Events: connection.NopPublisher{},
 		Keys: func(context.Context) (string, string, error) { return cmsKey, cmsKeyPrevious, nil },

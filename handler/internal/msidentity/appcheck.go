@@ -2,9 +2,7 @@ package msidentity
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net/http"
 	"net/url"
 	"strings"
 )
@@ -27,39 +25,10 @@ func (c *Client) CheckCredential(ctx context.Context, homeTenant string) error {
 		return fmt.Errorf("msidentity: %s: tenant %q is not a path segment", opCredential, homeTenant)
 	}
 	tokenURL := c.authority + "/" + url.PathEscape(homeTenant) + "/oauth2/v2.0/token"
-	_, err := c.tokenRequest(ctx, opCredential, func(ctx context.Context, cred url.Values) (Tokens, error) {
-		form := url.Values{
-			"grant_type": {"client_credentials"},
-			"client_id":  {c.clientID},
-			"scope":      {c.graphURL + "/.default"},
-		}
-		for k, vs := range cred {
-			form[k] = vs
-		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, tokenURL, strings.NewReader(form.Encode()))
-		if err != nil {
-			return Tokens{}, fmt.Errorf("msidentity: %s: %w", opCredential, err)
-		}
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.Header.Set("Accept", "application/json")
-		status, h, body, err := c.do(req)
-		if err != nil {
-			return Tokens{}, &Error{Op: opCredential, HTTPStatus: status, Code: CodeNetworkError, Err: err}
-		}
-		if status < 200 || status > 299 {
-			return Tokens{}, responseError(opCredential, status, h, body, c.now())
-		}
-		if len(body) > maxBody {
-			return Tokens{}, &Error{Op: opCredential, HTTPStatus: status, Code: CodeInvalidResponse, Err: errors.New("response larger than 1 MiB")}
-		}
-		tr, err := parseTokenResponse(body)
-		if err != nil {
-			return Tokens{}, &Error{Op: opCredential, HTTPStatus: status, Code: CodeInvalidResponse, Err: err}
-		}
-		if tr.Error != "" {
-			return Tokens{}, responseError(opCredential, status, h, body, c.now())
-		}
-		return Tokens{}, nil // the token itself is never kept
+	// The token itself is never kept.
+	_, err := c.tokenRequest(ctx, opCredential, tokenURL, url.Values{
+		"grant_type": {"client_credentials"},
+		"scope":      {c.graphURL + "/.default"},
 	})
 	return err
 }

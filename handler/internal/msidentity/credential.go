@@ -124,11 +124,11 @@ type AssertionCredential struct {
 	tok  azcore.AccessToken
 }
 
-// NewAssertionCredential uses tc for assertions; now is the clock (time.Now
-// when nil).
+// NewAssertionCredential uses tc for assertions; now is the clock, and it
+// panics without one (a missing clock is a wiring bug, not a runtime state).
 func NewAssertionCredential(tc azcore.TokenCredential, now func() time.Time) *AssertionCredential {
 	if now == nil {
-		now = time.Now
+		panic("msidentity: NewAssertionCredential needs a clock")
 	}
 	return &AssertionCredential{tc: tc, now: now, lock: make(chan struct{}, 1)}
 }
@@ -140,6 +140,9 @@ func NewAssertionCredential(tc azcore.TokenCredential, now func() time.Time) *As
 // system-assigned one. hc carries the requests (the one client with
 // timeouts); nil uses the SDK's default.
 func NewManagedIdentityCredential(clientID string, hc *http.Client, now func() time.Time) (*AssertionCredential, error) {
+	if now == nil {
+		return nil, errors.New("msidentity: managed identity: a clock is required")
+	}
 	opts := &azidentity.ManagedIdentityCredentialOptions{}
 	if clientID != "" {
 		opts.ID = azidentity.ClientID(clientID)

@@ -76,6 +76,12 @@ type discovery struct {
 	failure   error     // last failed fetch, if newer than the good one
 	failedAt  time.Time
 	inflight  *fetchCall // the running fetch, if any
+
+	// The fetch outlives the caller that started it; close ends it.
+	life   context.Context
+	stop   context.CancelFunc
+	closed bool
+	fetchs sync.WaitGroup // added to only under mu while not closed
 }
 
 // fetchCall is one fetch and, once done is closed, its outcome.
@@ -86,9 +92,30 @@ type fetchCall struct {
 }
 
 func newDiscovery(authority, tenant string, hc *http.Client, now func() time.Time) *discovery {
+	life, stop := context.WithCancel(context.Background())
 	return &discovery{
 		url: authority + "/" + url.PathEscape(tenant) + "/v2.0/.well-known/openid-configuration",
-		hc:  hc, now: now, timeout: discoveryTimeout,
+		hc:  hc, now: now, timeout: discoveryTimeout, life: life, stop: stop,
+	}
+}
+
+// errClosed answers an exchange that needs a fetch after Close.
+var errClosed = errors.New("msidentity: closed")
+
+// close cancels a fetch in flight and waits for it, at most until ctx is
+// done; later fetches fail with errClosed.
+func (d *discovery) close(ctx context.Context) error {
+	d.mu.Lock()
+	d.closed = true
+	d.mu.Unlock()
+	d.stop()
+	done := make(chan struct{})
+	go func() { d.fetchs.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("msidentity: close: %w", ctx.Err())
 	}
 }
 
@@ -110,11 +137,17 @@ func (d *discovery) issuerTemplate(ctx context.Context) (string, error) {
 	}
 	call := d.inflight
 	if call == nil {
+		if d.closed {
+			d.mu.Unlock()
+			return "", &DiscoveryError{URL: d.url, Err: errClosed}
+		}
 		call = &fetchCall{done: make(chan struct{})}
 		d.inflight = call
 		// Detached from the caller: the fetch serves every waiter, and
-		// one browser closing its tab must not fail the others.
-		go d.fetch(context.WithoutCancel(ctx), call)
+		// one browser closing its tab must not fail the others. Its
+		// lifetime is the Client's.
+		d.fetchs.Add(1)
+		go d.fetch(d.life, call)
 	}
 	d.mu.Unlock()
 	select {
@@ -127,6 +160,7 @@ func (d *discovery) issuerTemplate(ctx context.Context) (string, error) {
 
 // fetch reads the document once and records the outcome.
 func (d *discovery) fetch(ctx context.Context, call *fetchCall) {
+	defer d.fetchs.Done()
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	iss, err := d.get(ctx)

@@ -31,7 +31,7 @@ const (
 )
 
 // TestClassification sends each of Microsoft's answers through both token
-// calls (the hand-made refresh and x/oauth2's exchange) and checks the
+// calls (the refresh and the exchange, one path) and checks the
 // class, the fields, the pause, and that Error() leaks no description.
 func TestClassification(t *testing.T) {
 	big := strings.Repeat("x", 10<<20)

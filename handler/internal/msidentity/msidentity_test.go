@@ -17,7 +17,7 @@ import (
 
 func TestNewRejectsIncompleteConfig(t *testing.T) {
 	cred := NewSecretCredential(&secrets{cached: testSecret})
-	good := Config{ClientID: testClientID, RedirectURL: testRedirect, Scopes: testScopes, Credential: cred}
+	good := Config{ClientID: testClientID, RedirectURL: testRedirect, Scopes: testScopes, Credential: cred, Now: time.Now}
 	tests := []struct {
 		name   string
 		change func(*Config)
@@ -27,6 +27,7 @@ func TestNewRejectsIncompleteConfig(t *testing.T) {
 		{"relative redirect url", func(c *Config) { c.RedirectURL = "/api/callback" }},
 		{"no scopes", func(c *Config) { c.Scopes = []string{" "} }},
 		{"no credential", func(c *Config) { c.Credential = nil }},
+		{"no clock", func(c *Config) { c.Now = nil }},
 		{"authority not a URL", func(c *Config) { c.AuthorityHost = "login.microsoftonline.com" }},
 		{"graph not http", func(c *Config) { c.GraphURL = "ftp://graph.microsoft.com" }},
 		{"tenant with slash", func(c *Config) { c.Tenant = "common/x" }},
@@ -84,7 +85,7 @@ func TestAuthCodeURL(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := New(Config{AuthorityHost: tt.authority, Tenant: tt.tenant, ClientID: testClientID, RedirectURL: testRedirect,
-				Scopes: tt.scopes, Credential: NewSecretCredential(&secrets{})})
+				Scopes: tt.scopes, Now: time.Now, Credential: NewSecretCredential(&secrets{})})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -10,9 +10,9 @@ import (
 	"strings"
 )
 
-// maxBody bounds every answer this package reads (x/oauth2 applies the same
-// 1 MiB to the code exchange): a token response is a few KiB, and a broken
-// or hostile endpoint must not make us buffer megabytes.
+// maxBody bounds every answer this package reads (every grant's, Graph's,
+// the discovery document): a token response is a few KiB, and a broken or
+// hostile endpoint must not make us buffer megabytes.
 const maxBody = 1 << 20
 
 // tokenResponse is the token endpoint's success JSON.
@@ -22,10 +22,24 @@ type tokenResponse struct {
 	ExpiresIn    seconds `json:"expires_in"`
 	Scope        string  `json:"scope"`
 	RefreshToken string  `json:"refresh_token"`
-	IDToken      string  `json:"id_token"`
+	// IDToken is anything but a string read as none: the exchange then
+	// fails on a missing id_token, an *IDTokenError, as for an absent one.
+	IDToken optString `json:"id_token"`
 	// Error is set when an endpoint answers 2xx with an OAuth error
 	// (RFC 6749 says 400, some proxies say 200).
 	Error string `json:"error"`
+}
+
+// optString is a JSON string, or "" for any other JSON value.
+type optString string
+
+// UnmarshalJSON keeps a string and reads any other value as "".
+func (s *optString) UnmarshalJSON(b []byte) error {
+	var str string
+	if json.Unmarshal(b, &str) == nil {
+		*s = optString(str)
+	}
+	return nil
 }
 
 // seconds accepts expires_in as a JSON number or a numeric string: the v2

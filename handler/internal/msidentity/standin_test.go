@@ -150,7 +150,7 @@ func TestManagedIdentitySecretless(t *testing.T) {
 	hc := &http.Client{Timeout: 5 * time.Second}
 	// The assertion's lifetime is measured by azidentity on the real
 	// clock, so this test uses the real clock throughout.
-	cred, err := NewManagedIdentityCredential("", hc, nil)
+	cred, err := NewManagedIdentityCredential("", hc, time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -48,7 +48,8 @@ type Service struct {
 	Events    connection.Publisher
 	Policy    connection.Policy
 	Log       zerolog.Logger
-	Now       func() time.Time
+	// Now is the clock. Required: the Service panics without it.
+	Now func() time.Time
 	// RefreshTimeout bounds one shared refresh, independent of the caller
 	// that started it (another caller may still be waiting for it).
 	RefreshTimeout time.Duration
@@ -56,7 +57,14 @@ type Service struct {
 	flight singleflight.Group
 	// touching keeps at most one LastUsedAt write in flight per user.
 	touching sync.Map
-	bg       sync.WaitGroup
+
+	// The background work (usage writes, shared refreshes) and its
+	// lifetime: Close ends it. bg is added to only under mu while not
+	// closed, so Close's wait cannot miss a late start.
+	mu     sync.Mutex
+	closed bool
+	bg     sync.WaitGroup
+	life   lifetime
 }
 
 // Token returns a usable access token for userID, refreshing first when it
@@ -152,10 +160,18 @@ func (s *Service) RefreshIfDue(ctx context.Context, userID string) (Outcome, err
 // share its result. due is evaluated on a fresh read inside the flight.
 func (s *Service) refreshShared(ctx context.Context, userID string, due func(connection.Connection, time.Time) bool, used bool) (Result, error) {
 	ch := s.flight.DoChan(userID, func() (any, error) {
+		// DoChan runs this on its own goroutine: background work Close
+		// waits for.
+		if !s.track() {
+			return Result{}, errClosed
+		}
+		defer s.bg.Done()
 		// Detached from the first caller: others may be waiting on it, and
-		// a refresh Microsoft already performed must be stored.
+		// a refresh Microsoft already performed must be stored. Close
+		// cancels it only once its own bound is spent.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.refreshTimeout())
 		defer cancel()
+		defer context.AfterFunc(s.life.hard(), cancel)()
 		return s.refresh(fctx, userID, due, used)
 	})
 	select {
@@ -382,11 +398,15 @@ func (s *Service) touch(c connection.Connection, now time.Time) {
 	if _, busy := s.touching.LoadOrStore(c.UserID, struct{}{}); busy {
 		return
 	}
-	s.bg.Add(1)
+	if !s.track() {
+		s.touching.Delete(c.UserID)
+		return
+	}
 	go func() {
 		defer s.bg.Done()
 		defer s.touching.Delete(c.UserID)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		// Advisory: Close cancels it at once.
+		ctx, cancel := context.WithTimeout(s.life.soft(), 10*time.Second)
 		defer cancel()
 		c.LastUsedAt = now
 		// A conflict means someone else wrote: the usage mark is advisory.
@@ -396,18 +416,74 @@ func (s *Service) touch(c connection.Connection, now time.Time) {
 	}()
 }
 
-// Wait waits for background usage writes (tests, shutdown).
-func (s *Service) Wait() { s.bg.Wait() }
+// track counts one more piece of background work, unless the Service is
+// closed. The caller runs it and calls s.bg.Done when it ends.
+func (s *Service) track() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.bg.Add(1)
+	return true
+}
+
+// Close ends the Service's background work and waits for it, at most until
+// ctx is done: it cancels the usage writes at once (they are advisory),
+// lets a shared refresh in flight store what Microsoft answered, and
+// cancels that too when ctx ends first (then it returns ctx's error).
+// Background work asked for later does not start: a refresh fails with
+// errClosed, a usage mark is skipped. Call it once no request can reach
+// the Service any more (app.Serve: after the HTTP server's Shutdown).
+func (s *Service) Close(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.life.stopSoft()
+	done := make(chan struct{})
+	go func() { s.bg.Wait(); close(done) }()
+	select {
+	case <-done:
+		s.life.stopHard()
+		return nil
+	case <-ctx.Done():
+		s.life.stopHard()
+		return fmt.Errorf("tokens: close: %w", ctx.Err())
+	}
+}
+
+// errClosed answers a refresh asked for after Close.
+var errClosed = errors.New("tokens: closed")
+
+// lifetime is the Service's two background contexts, made on first use:
+// soft ends when Close starts, hard when Close returns.
+type lifetime struct {
+	once               sync.Once
+	softCtx, hardCtx   context.Context
+	softStop, hardStop context.CancelFunc
+}
+
+func (l *lifetime) init() {
+	l.once.Do(func() {
+		l.hardCtx, l.hardStop = context.WithCancel(context.Background())
+		l.softCtx, l.softStop = context.WithCancel(l.hardCtx)
+	})
+}
+
+func (l *lifetime) soft() context.Context { l.init(); return l.softCtx }
+func (l *lifetime) hard() context.Context { l.init(); return l.hardCtx }
+func (l *lifetime) stopSoft()             { l.init(); l.softStop() }
+func (l *lifetime) stopHard()             { l.init(); l.hardStop() }
 
 func tokenOf(c connection.Connection) Token {
 	return Token{AccessToken: c.AccessToken, ExpiresAt: c.AccessTokenExpiresAt, Scopes: connection.AccessScopes(c.Scopes)}
 }
 
 func (s *Service) now() time.Time {
-	if s.Now != nil {
-		return s.Now().UTC()
+	if s.Now == nil {
+		panic("tokens: Service.Now is required")
 	}
-	return time.Now().UTC()
+	return s.Now().UTC()
 }
 
 func (s *Service) refreshTimeout() time.Duration {
