@@ -59,10 +59,6 @@ type KeyVaultOptions struct {
 	Transport policy.Transporter
 	// Retry tunes the SDK's retries; the zero value is azcore's default.
 	Retry policy.RetryOptions
-	// DisableChallengeResourceVerification skips the SDK's check that the
-	// vault host ends with the challenge's resource host. Tests only: a
-	// vault on 127.0.0.1 cannot pass it. Never set in production.
-	DisableChallengeResourceVerification bool
 	// Logger receives failures (warning while a last good value is
 	// served, error otherwise) and recoveries; never a value.
 	Logger zerolog.Logger
@@ -150,7 +146,6 @@ func NewKeyVault(vaultURL string, cred azcore.TokenCredential, opts KeyVaultOpti
 			Retry:     opts.Retry,
 			Telemetry: policy.TelemetryOptions{ApplicationID: "megdocs-msconnector"},
 		},
-		DisableChallengeResourceVerification: opts.DisableChallengeResourceVerification,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("secrets: key vault client: %w", err)

@@ -13,128 +13,11 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	azfake "github.com/Azure/azure-sdk-for-go/sdk/azcore/fake"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
-	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets/fake"
 
 	"github.com/megdocs/msconnector/handler/internal/clocktest"
 	"github.com/megdocs/msconnector/handler/internal/sealing"
 )
-
-const fakeVaultURL = "https://megdocs-test.vault.azure.net/"
-
-// fakeVault is the state behind the SDK's own fake server: secrets with
-// versions, a current version per name, injectable failures, a call counter
-// and an optional gate that holds reads until released.
-type fakeVault struct {
-	mu       sync.Mutex
-	versions map[string]map[string]fakeVersion
-	current  map[string]string
-	fail     map[string]failMode // by secret name
-	calls    []string            // "name/version" per GetSecret
-	gate     chan struct{}       // when set, reads wait for it to close
-	entered  chan struct{}       // signalled when a read reaches the gate
-}
-
-type fakeVersion struct {
-	value   string
-	expires *time.Time
-}
-
-type failMode struct {
-	status int
-	code   string
-	netErr error
-}
-
-func newFakeVault() *fakeVault {
-	return &fakeVault{versions: map[string]map[string]fakeVersion{}, current: map[string]string{}, fail: map[string]failMode{}}
-}
-
-// put adds version of name and makes it current.
-func (f *fakeVault) put(name, version, value string, expires *time.Time) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.versions[name] == nil {
-		f.versions[name] = map[string]fakeVersion{}
-	}
-	f.versions[name][version] = fakeVersion{value: value, expires: expires}
-	f.current[name] = version
-}
-
-func (f *fakeVault) setFail(name string, m failMode) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.fail[name] = m
-}
-
-func (f *fakeVault) clearFail(name string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.fail, name)
-}
-
-func (f *fakeVault) callCount() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.calls)
-}
-
-func (f *fakeVault) values() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []string
-	for _, vs := range f.versions {
-		for _, v := range vs {
-			out = append(out, v.value)
-		}
-	}
-	return out
-}
-
-func (f *fakeVault) getSecret(ctx context.Context, name, version string, _ *azsecrets.GetSecretOptions) (resp azfake.Responder[azsecrets.GetSecretResponse], errResp azfake.ErrorResponder) {
-	f.mu.Lock()
-	f.calls = append(f.calls, name+"/"+version)
-	gate, entered := f.gate, f.entered
-	f.mu.Unlock()
-	if gate != nil {
-		if entered != nil {
-			entered <- struct{}{}
-		}
-		select {
-		case <-gate:
-		case <-ctx.Done():
-			errResp.SetError(ctx.Err())
-			return
-		}
-	}
-
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if m, ok := f.fail[name]; ok {
-		if m.netErr != nil {
-			errResp.SetError(m.netErr)
-		} else {
-			errResp.SetResponseError(m.status, m.code)
-		}
-		return
-	}
-	if version == "" {
-		version = f.current[name]
-	}
-	v, ok := f.versions[name][version]
-	if !ok {
-		errResp.SetResponseError(http.StatusNotFound, "SecretNotFound")
-		return
-	}
-	id := azsecrets.ID(fakeVaultURL + "secrets/" + name + "/" + version)
-	value := v.value
-	resp.SetResponse(http.StatusOK, azsecrets.GetSecretResponse{Secret: azsecrets.Secret{
-		ID:         &id,
-		Value:      &value,
-		Attributes: &azsecrets.SecretAttributes{Enabled: new(true), Expires: v.expires},
-	}}, nil)
-	return
-}
 
 type fakeEnv struct {
 	vault *fakeVault
@@ -149,8 +32,8 @@ type fakeEnv struct {
 // a minute (the defaults, spelled out because tests depend on them).
 func newFakeEnv(t *testing.T, tweaks ...func(*KeyVaultOptions)) *fakeEnv {
 	t.Helper()
-	e := &fakeEnv{vault: newFakeVault(), clock: newClock(), logs: &logBuffer{}, cred: &azfake.TokenCredential{}}
-	srv := &fake.Server{GetSecret: e.vault.getSecret}
+	e := &fakeEnv{vault: newFakeVault(t), clock: newClock(), logs: &logBuffer{}, cred: &azfake.TokenCredential{}}
+	srv := e.vault.FakeServer()
 	opts := KeyVaultOptions{
 		TTL:            5 * time.Minute,
 		FailureBackoff: 10 * time.Second,
@@ -252,25 +135,6 @@ func TestKeyVaultReloadBypassesCache(t *testing.T) {
 	}
 	if n := e.vault.callCount(); n != 2 {
 		t.Errorf("%d Key Vault calls, want 2", n)
-	}
-}
-
-// holdReads makes every read wait until the returned release is called; a
-// read reaching the gate signals the returned channel.
-func (f *fakeVault) holdReads() (entered <-chan struct{}, release func()) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	gate := make(chan struct{})
-	ch := make(chan struct{}, 100)
-	f.gate, f.entered = gate, ch
-	var once sync.Once
-	return ch, func() {
-		once.Do(func() {
-			f.mu.Lock()
-			f.gate, f.entered = nil, nil
-			f.mu.Unlock()
-			close(gate)
-		})
 	}
 }
 
@@ -761,9 +625,8 @@ func TestKeyVaultGetVersionCachesForever(t *testing.T) {
 	if !errors.As(err, &nc) || !strings.Contains(nc.Reason, "33333333333333333333333333333333") || !strings.Contains(nc.Reason, "list-versions") {
 		t.Errorf("GetVersion(missing) err = %v, want *NotConfiguredError naming the version", err)
 	}
-	e.vault.mu.Lock()
-	last := e.vault.calls[len(e.vault.calls)-1]
-	e.vault.mu.Unlock()
+	calls := e.vault.callLog()
+	last := calls[len(calls)-1]
 	if got := last; got != EncryptionKey+"/33333333333333333333333333333333" {
 		t.Errorf("last call %q, want the named version", got)
 	}
@@ -859,7 +722,7 @@ func TestKeyringOverKeyVaultRotation(t *testing.T) {
 	// v1 was read as current before, so it opens from the cache: two
 	// reads of the current version, none by name.
 	if n := e.vault.callCount(); n != 2 {
-		t.Errorf("%d Key Vault calls, want 2: %v", n, e.vault.calls)
+		t.Errorf("%d Key Vault calls, want 2: %v", n, e.vault.callLog())
 	}
 	e.logs.assertNoValues(t, key1, key2)
 }
