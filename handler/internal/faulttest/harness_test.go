@@ -237,7 +237,7 @@ func start(t *testing.T, o options) *stack {
 	}
 	s := &stack{
 		url: handlerURL, cmsKey: cmsKey, idp: idp, inj: inj, clock: clk, logs: logs, accounts: accounts,
-		store: tablestore.New(svc, sealing.New(keyring), tablestore.Options{}),
+		store: tablestore.New(svc, sealing.New(keyring), tablestore.Options{Now: time.Now}),
 		ms:    ms, hc: hc, tables: tables,
 	}
 	s.clientSecret = clientSecret

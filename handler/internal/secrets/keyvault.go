@@ -51,7 +51,7 @@ type KeyVaultOptions struct {
 	// slow or unreachable vault then costs a request at most this much per
 	// secret. Zero means 2s.
 	StaleWait time.Duration
-	// Now is the clock; nil means time.Now.
+	// Now is the clock, required (time.Now in production).
 	Now func() time.Time
 	// Transport sends the SDK's requests: the process's one *http.Client in
 	// production, the fake server transport or a TLS test server's client in
@@ -121,6 +121,9 @@ func NewKeyVault(vaultURL string, cred azcore.TokenCredential, opts KeyVaultOpti
 	if cred == nil {
 		return nil, errors.New("secrets: key vault: no credential")
 	}
+	if opts.Now == nil {
+		return nil, errors.New("secrets: key vault: no clock (KeyVaultOptions.Now)")
+	}
 	if opts.TTL < 0 || opts.FailureBackoff < 0 || opts.WarnEvery < 0 || opts.FetchTimeout < 0 || opts.StaleWait < 0 {
 		return nil, errors.New("secrets: key vault: negative duration in options")
 	}
@@ -137,9 +140,6 @@ func NewKeyVault(vaultURL string, cred azcore.TokenCredential, opts KeyVaultOpti
 		slots:        map[slotKey]*slot{},
 	}
 	k.backoff = min(k.backoff, k.ttl)
-	if k.now == nil {
-		k.now = time.Now
-	}
 	client, err := azsecrets.NewClient(vaultURL, identityCredential{cred}, &azsecrets.ClientOptions{
 		ClientOptions: azcore.ClientOptions{
 			Transport: opts.Transport,

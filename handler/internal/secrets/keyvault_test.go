@@ -667,7 +667,8 @@ func TestNewKeyVaultValidates(t *testing.T) {
 		{"not a url", "megdocs.vault.azure.net", cred, KeyVaultOptions{}},
 		{"credentials in url", "https://user:pw@megdocs.vault.azure.net/", cred, KeyVaultOptions{}},
 		{"no credential", fakeVaultURL, nil, KeyVaultOptions{}},
-		{"negative ttl", fakeVaultURL, cred, KeyVaultOptions{TTL: -time.Second}},
+		{"negative ttl", fakeVaultURL, cred, KeyVaultOptions{TTL: -time.Second, Now: time.Now}},
+		{"no clock", fakeVaultURL, cred, KeyVaultOptions{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := NewKeyVault(tc.url, tc.cred, tc.opts); err == nil || !strings.HasPrefix(err.Error(), "secrets: ") {
@@ -675,14 +676,14 @@ func TestNewKeyVaultValidates(t *testing.T) {
 			}
 		})
 	}
-	kv, err := NewKeyVault(fakeVaultURL, cred, KeyVaultOptions{})
+	kv, err := NewKeyVault(fakeVaultURL, cred, KeyVaultOptions{Now: time.Now})
 	if err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
 	if kv.ttl != DefaultTTL || kv.backoff != 10*time.Second || kv.vaultName != "megdocs-test" {
 		t.Errorf("defaults: ttl %s backoff %s vault name %q", kv.ttl, kv.backoff, kv.vaultName)
 	}
-	short, err := NewKeyVault(fakeVaultURL, cred, KeyVaultOptions{TTL: time.Second})
+	short, err := NewKeyVault(fakeVaultURL, cred, KeyVaultOptions{TTL: time.Second, Now: time.Now})
 	if err != nil || short.backoff != time.Second {
 		t.Errorf("backoff with a 1s TTL = %s, %v; want capped at the TTL", short.backoff, err)
 	}
