@@ -52,6 +52,7 @@ import (
 	"github.com/megdocs/msconnector/handler/internal/msidentity"
 	"github.com/megdocs/msconnector/handler/internal/sealing"
 	"github.com/megdocs/msconnector/handler/internal/secrets"
+	"github.com/megdocs/msconnector/handler/internal/sweep"
 	"github.com/megdocs/msconnector/handler/internal/tablestore"
 )
 
@@ -325,7 +326,7 @@ func (e *env) handlerEnv(extra map[string]string) []string {
 type sweepResult struct {
 	N, Concurrency int
 	Seed           time.Duration
-	Summary        sweepSummary
+	Summary        sweep.Summary
 	Wall           time.Duration
 	Bound          time.Duration
 	Idle, Final    procStats
