@@ -242,7 +242,7 @@ func run(ctx context.Context, o options) (err error) {
 		&aztables.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: e.hc, Retry: policy.RetryOptions{MaxRetries: 2}}}); err != nil {
 		return err
 	}
-	e.store = tablestore.New(e.svc, sealing.New(secrets.NewKeyring(src)), tablestore.Options{Now: time.Now})
+	e.store = tablestore.New(e.svc, sealing.New(sealing.NewSecretKeyring(src)), tablestore.Options{Now: time.Now})
 	if err := e.store.EnsureTables(ctx); err != nil {
 		return err
 	}

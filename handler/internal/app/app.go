@@ -196,7 +196,7 @@ func build(cfg config.Config, d Deps) (*httpapi.Server, func()) {
 	if len(cfg.Missing(config.AreaStorage)) > 0 {
 		return srv, closeAll
 	}
-	sealer := sealing.New(secrets.NewKeyring(src))
+	sealer := sealing.New(sealing.NewSecretKeyring(src))
 	svc, err := tableService(cfg, d, lazyCred)
 	if err != nil {
 		log.Error().Str("event", "not_configured").Err(err).Msg("cannot build the Table Storage client")

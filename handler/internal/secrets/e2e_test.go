@@ -2,7 +2,6 @@ package secrets
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/megdocs/msconnector/handler/internal/clocktest"
 	"github.com/megdocs/msconnector/handler/internal/kvtest"
-	"github.com/megdocs/msconnector/handler/internal/sealing"
 )
 
 // vaultStandIn is the shared Key Vault stand-in (kvtest) over HTTPS, for a
@@ -205,55 +203,4 @@ func TestKeyVaultEndToEndFailures(t *testing.T) {
 	if !unreachable {
 		t.Errorf("no unreachable warning in %s", logs)
 	}
-}
-
-func TestKeyringRotationEndToEnd(t *testing.T) {
-	v := newVaultStandIn(t)
-	key1 := base64.StdEncoding.EncodeToString([]byte("e2e-key-one-32-bytes-long-......"))
-	key2 := base64.StdEncoding.EncodeToString([]byte("e2e-key-two-32-bytes-long-......"))
-	v.put(EncryptionKey, ver1, key1, time.Time{})
-	logs := &logBuffer{}
-	t.Cleanup(func() { logs.assertNoValues(t, key1, key2) })
-	c := newClock()
-	ctx := context.Background()
-	aad := []byte("connections|42|microsoft|AccessTokenSealed")
-
-	sealer := sealing.New(NewKeyring(newE2E(t, v, c, logs)))
-	rowV1, err := sealer.Seal(ctx, []byte("access token under v1"), aad)
-	if err != nil {
-		t.Fatalf("Seal: %v", err)
-	}
-
-	v.put(EncryptionKey, ver2, key2, time.Time{}) // az keyvault secret set: a new version
-	c.Advance(DefaultTTL)
-	rowV2, err := sealer.Seal(ctx, []byte("access token under v2"), aad)
-	if err != nil {
-		t.Fatalf("Seal after rotation: %v", err)
-	}
-	if got, _ := sealing.KeyVersion(rowV2); got != ver2 {
-		t.Fatalf("new rows name %q, want %s", got, ver2)
-	}
-
-	// Another instance (or this one after a restart) has never seen v1: it
-	// reads that version by name.
-	other := sealing.New(NewKeyring(newE2E(t, v, c, logs)))
-	for row, want := range map[string]string{rowV1: "access token under v1", rowV2: "access token under v2"} {
-		for name, s := range map[string]*sealing.Sealer{"same instance": sealer, "new instance": other} {
-			got, err := s.Open(ctx, row, aad)
-			if err != nil || string(got) != want {
-				t.Errorf("%s: Open = %q, %v; want %q", name, got, err, want)
-			}
-		}
-	}
-	_, reads := v.seen()
-	var named bool
-	for _, r := range reads {
-		if r == "/secrets/"+EncryptionKey+"/"+ver1 {
-			named = true
-		}
-	}
-	if !named {
-		t.Errorf("reads %v: the new instance never asked for version %s by name", reads, ver1)
-	}
-	assertIdentityUsedCorrectly(t)
 }

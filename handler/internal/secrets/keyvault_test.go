@@ -2,7 +2,6 @@ package secrets
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"net/http"
 	"strings"
@@ -16,7 +15,6 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets/fake"
 
 	"github.com/megdocs/msconnector/handler/internal/clocktest"
-	"github.com/megdocs/msconnector/handler/internal/sealing"
 )
 
 type fakeEnv struct {
@@ -687,43 +685,4 @@ func TestNewKeyVaultValidates(t *testing.T) {
 	if err != nil || short.backoff != time.Second {
 		t.Errorf("backoff with a 1s TTL = %s, %v; want capped at the TTL", short.backoff, err)
 	}
-}
-
-func TestKeyringOverKeyVaultRotation(t *testing.T) {
-	e := newFakeEnv(t)
-	key1 := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
-	key2 := base64.StdEncoding.EncodeToString([]byte("fedcba9876543210fedcba9876543210"))
-	e.vault.put(EncryptionKey, ver1, key1, nil)
-	sealer := sealing.New(NewKeyring(e.kv))
-	ctx := context.Background()
-	aad := []byte("connections|42|microsoft|RefreshTokenSealed")
-
-	rowV1, err := sealer.Seal(ctx, []byte("refresh token sealed under v1"), aad)
-	if err != nil {
-		t.Fatalf("Seal: %v", err)
-	}
-	e.vault.put(EncryptionKey, ver2, key2, nil) // admin adds a new version
-	e.clock.Advance(5 * time.Minute)
-	rowV2, err := sealer.Seal(ctx, []byte("refresh token sealed under v2"), aad)
-	if err != nil {
-		t.Fatalf("Seal after rotation: %v", err)
-	}
-	if v, _ := sealing.KeyVersion(rowV2); v != ver2 {
-		t.Fatalf("sealed with %q after rotation, want %s", v, ver2)
-	}
-	if v, _ := sealing.KeyVersion(rowV1); v != ver1 {
-		t.Fatalf("first row names %q, want %s", v, ver1)
-	}
-	for row, want := range map[string]string{rowV1: "refresh token sealed under v1", rowV2: "refresh token sealed under v2"} {
-		got, err := sealer.Open(ctx, row, aad)
-		if err != nil || string(got) != want {
-			t.Errorf("Open = %q, %v; want %q", got, err, want)
-		}
-	}
-	// v1 was read as current before, so it opens from the cache: two
-	// reads of the current version, none by name.
-	if n := e.vault.callCount(); n != 2 {
-		t.Errorf("%d Key Vault calls, want 2: %v", n, e.vault.callLog())
-	}
-	e.logs.assertNoValues(t, key1, key2)
 }
