@@ -17,9 +17,8 @@ import (
 // The Key Vault stand-in answers for a real vault host name: the handler's
 // transport dials it on 127.0.0.1 and trusts the stand-in's certificate
 // for that name. So the SDK's check that the vault host ends with the
-// challenge resource's host (.vault.azure.net) runs as in production, and
-// no test-only option (DisableChallengeResourceVerification) is needed in
-// the app's wiring.
+// challenge resource's host (.vault.azure.net) runs as in production: the
+// product has no option to skip it.
 const (
 	vaultHost   = "megdocs-fault.vault.azure.net"
 	vaultURL    = "https://" + vaultHost
