@@ -10,7 +10,7 @@
 //     the SDK's check that the vault host ends with the challenge's resource
 //     runs as in production and no test-only option is needed.
 //   - In process (FakeServer): the SDK's own azsecrets/fake server over the
-//     same state, for unit tests that hold reads at a gate or inject a
+//     same state, for unit tests that hold reads (OnRead) or inject a
 //     network error.
 //
 // Test support only: imported by _test.go files, never by the product.
@@ -76,8 +76,7 @@ type Vault struct {
 	challenges int      // requests without Authorization
 	reads      []string // authorized reads, "/secrets/{name}/{version}" as asked
 	problems   []string
-	gate       chan struct{} // when set, in-process reads wait for it
-	entered    chan struct{} // signalled when a read reaches the gate
+	onRead     func(ctx context.Context) error // in-process reads only
 }
 
 // New returns an empty vault named host (for example
@@ -261,23 +260,13 @@ func (v *Vault) ReadCount(name string) int {
 	return n
 }
 
-// Hold makes every in-process read wait until release is called; a read
-// reaching the gate signals entered.
-func (v *Vault) Hold() (entered <-chan struct{}, release func()) {
+// OnRead sets a hook that runs before each in-process read (FakeServer)
+// with the request's context; an error fails the read. Tests hold reads at
+// a gate with it.
+func (v *Vault) OnRead(hook func(ctx context.Context) error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	gate := make(chan struct{})
-	ch := make(chan struct{}, 100)
-	v.gate, v.entered = gate, ch
-	var once sync.Once
-	return ch, func() {
-		once.Do(func() {
-			v.mu.Lock()
-			v.gate, v.entered = nil, nil
-			v.mu.Unlock()
-			close(gate)
-		})
-	}
+	v.onRead = hook
 }
 
 func (v *Vault) problem(p string) {
@@ -377,19 +366,14 @@ func (v *Vault) FakeServer() *fake.Server {
 
 func (v *Vault) fakeGetSecret(ctx context.Context, name, ver string, _ *azsecrets.GetSecretOptions) (resp azfake.Responder[azsecrets.GetSecretResponse], errResp azfake.ErrorResponder) {
 	v.mu.Lock()
-	gate, entered := v.gate, v.entered
+	hook := v.onRead
 	v.mu.Unlock()
-	if gate != nil {
-		if entered != nil {
-			entered <- struct{}{}
-		}
-		select {
-		case <-gate:
-		case <-ctx.Done():
+	if hook != nil {
+		if err := hook(ctx); err != nil {
 			v.mu.Lock()
 			v.reads = append(v.reads, "/secrets/"+name+"/"+ver)
 			v.mu.Unlock()
-			errResp.SetError(ctx.Err())
+			errResp.SetError(err)
 			return
 		}
 	}

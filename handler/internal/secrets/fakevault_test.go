@@ -1,7 +1,9 @@
 package secrets
 
 import (
+	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,7 +16,13 @@ const fakeVaultURL = "https://megdocs-test.vault.azure.net/"
 // fake server (azsecrets/fake): secrets with versions, a current version per
 // name, injectable failures, a call log and a gate that holds reads until
 // released. Its methods keep the names these tests use.
-type fakeVault struct{ *kvtest.Vault }
+type fakeVault struct {
+	*kvtest.Vault
+
+	mu      sync.Mutex
+	gate    chan struct{} // when set, reads wait for it to close (holdReads)
+	entered chan struct{} // signalled when a read reaches the gate
+}
 
 type failMode struct {
 	status int
@@ -23,7 +31,28 @@ type failMode struct {
 }
 
 func newFakeVault(t *testing.T) *fakeVault {
-	return &fakeVault{kvtest.New(t, "megdocs-test.vault.azure.net", "unused-in-process")}
+	f := &fakeVault{Vault: kvtest.New(t, "megdocs-test.vault.azure.net", "unused-in-process")}
+	f.OnRead(f.wait)
+	return f
+}
+
+// wait holds a read at the gate holdReads (keyvault_test.go) set, if any.
+func (f *fakeVault) wait(ctx context.Context) error {
+	f.mu.Lock()
+	gate, entered := f.gate, f.entered
+	f.mu.Unlock()
+	if gate == nil {
+		return nil
+	}
+	if entered != nil {
+		entered <- struct{}{}
+	}
+	select {
+	case <-gate:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // put adds version of name and makes it current.
@@ -53,7 +82,3 @@ func (f *fakeVault) callLog() []string {
 	}
 	return reads
 }
-
-// holdReads makes every read wait until the returned release is called; a
-// read reaching the gate signals the returned channel.
-func (f *fakeVault) holdReads() (entered <-chan struct{}, release func()) { return f.Hold() }

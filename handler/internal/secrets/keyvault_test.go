@@ -136,6 +136,25 @@ func TestKeyVaultReloadBypassesCache(t *testing.T) {
 	}
 }
 
+// holdReads makes every read wait until the returned release is called; a
+// read reaching the gate signals the returned channel.
+func (f *fakeVault) holdReads() (entered <-chan struct{}, release func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	gate := make(chan struct{})
+	ch := make(chan struct{}, 100)
+	f.gate, f.entered = gate, ch
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			f.mu.Lock()
+			f.gate, f.entered = nil, nil
+			f.mu.Unlock()
+			close(gate)
+		})
+	}
+}
+
 func TestKeyVaultConcurrentReadersShareOneFetch(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
