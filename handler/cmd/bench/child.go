@@ -3,7 +3,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"maps"
 	"net/http"
@@ -18,9 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/rs/zerolog"
-
-	"github.com/megdocs/msconnector/handler/internal/app"
 	"github.com/megdocs/msconnector/handler/internal/config"
 	"github.com/megdocs/msconnector/handler/internal/devproc"
 )
@@ -175,16 +171,6 @@ func tablesHost(connectionString string) string {
 }
 
 func runHandlerChild() error {
-	ln, err := devproc.InheritedListener()
-	if err != nil {
-		return err
-	}
-	logFile, err := os.OpenFile(os.Getenv(envLog), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("handler log: %w", err)
-	}
-	defer logFile.Close()
-
 	if path := os.Getenv(envProfile); path != "" {
 		f, err := os.Create(path)
 		if err != nil {
@@ -197,35 +183,29 @@ func runHandlerChild() error {
 		defer pprof.StopCPUProfile()
 	}
 
-	cfg := config.Load(os.Getenv)
-	if len(cfg.Problems) > 0 {
-		return fmt.Errorf("settings: %v", cfg.Problems)
-	}
-	authority, err := url.Parse(cfg.AuthorityHost)
-	if err != nil {
-		return fmt.Errorf("MICROSOFT_AUTHORITY_HOST: %w", err)
-	}
-	hc := app.NewHTTPClient()
-	cnt := &counter{next: hc.Transport, tablesHost: tablesHost(cfg.TablesConnectionString),
-		identityHost: authority.Host, byKind: map[string]kindStats{}}
-	hc.Transport = cnt
-
+	var cnt *counter
 	emit := func(kind string) { _ = devproc.Report(cnt.stats(kind)) }
+	// Registered before the handler serves: SIGUSR1's default would end it.
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
-	go func() {
-		for range usr1 {
-			emit("snapshot")
-		}
-	}()
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	// The same logger shape as app.Run: JSON lines with a timestamp. The
-	// host would read them from stdout; here stdout carries statistics.
-	log := zerolog.New(logFile).With().Timestamp().Logger()
-	err = app.Serve(ctx, ln, cfg, app.Deps{Getenv: os.Getenv, Log: log, HTTPClient: hc, Now: time.Now})
+	err := devproc.ServeHandler(devproc.HandlerChild{LogPath: os.Getenv(envLog), LogFlag: os.O_TRUNC,
+		Measure: func(cfg config.Config, next *http.Transport) (http.RoundTripper, error) {
+			authority, err := url.Parse(cfg.AuthorityHost)
+			if err != nil {
+				return nil, fmt.Errorf("MICROSOFT_AUTHORITY_HOST: %w", err)
+			}
+			cnt = &counter{next: next, tablesHost: tablesHost(cfg.TablesConnectionString),
+				identityHost: authority.Host, byKind: map[string]kindStats{}}
+			go func() {
+				for range usr1 {
+					emit("snapshot")
+				}
+			}()
+			return cnt, nil
+		}})
 	signal.Stop(usr1)
-	emit("final")
+	if cnt != nil {
+		emit("final")
+	}
 	return err
 }

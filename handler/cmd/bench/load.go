@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/megdocs/msconnector/handler/internal/devidp"
+	"github.com/megdocs/msconnector/handler/internal/sweep"
 )
 
 // newLoopbackClient is a keep-alive client for up to conns parallel
@@ -42,46 +43,36 @@ func timerBody(now time.Time) []byte {
 		ts, now.Add(5*time.Minute).UTC().Format(time.RFC3339), ts, ts)
 }
 
-// sweepSummary is the timer's ReturnValue (contract).
-type sweepSummary struct {
-	Due               int64 `json:"due"`
-	Refreshed         int64 `json:"refreshed"`
-	ReconnectRequired int64 `json:"reconnect_required"`
-	TransientFailures int64 `json:"transient_failures"`
-	Skipped           int64 `json:"skipped"`
-	DurationMS        int64 `json:"duration_ms"`
-}
-
 // invokeTimer sends one timer invocation and returns the sweep's summary
 // and the wall time of the whole invocation as the host would see it.
-func invokeTimer(ctx context.Context, baseURL string) (sweepSummary, time.Duration, error) {
+func invokeTimer(ctx context.Context, baseURL string) (sweep.Summary, time.Duration, error) {
 	c := newLoopbackClient(1, 10*time.Minute)
 	defer c.CloseIdleConnections()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, baseURL+"/refresh", bytes.NewReader(timerBody(time.Now())))
 	if err != nil {
-		return sweepSummary{}, 0, err
+		return sweep.Summary{}, 0, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Azure-Functions-InvocationId", randomString(16))
 	start := time.Now()
 	resp, err := c.Do(req)
 	if err != nil {
-		return sweepSummary{}, 0, fmt.Errorf("bench: POST /refresh: %w", err)
+		return sweep.Summary{}, 0, fmt.Errorf("bench: POST /refresh: %w", err)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	resp.Body.Close()
 	wall := time.Since(start)
 	if err != nil {
-		return sweepSummary{}, wall, fmt.Errorf("bench: POST /refresh: %w", err)
+		return sweep.Summary{}, wall, fmt.Errorf("bench: POST /refresh: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return sweepSummary{}, wall, fmt.Errorf("bench: POST /refresh answered %d: %s", resp.StatusCode, body)
+		return sweep.Summary{}, wall, fmt.Errorf("bench: POST /refresh answered %d: %s", resp.StatusCode, body)
 	}
 	var out struct {
-		ReturnValue *sweepSummary `json:"ReturnValue"`
+		ReturnValue *sweep.Summary `json:"ReturnValue"`
 	}
 	if err := json.Unmarshal(body, &out); err != nil || out.ReturnValue == nil {
-		return sweepSummary{}, wall, fmt.Errorf("bench: POST /refresh: no ReturnValue in %s", body)
+		return sweep.Summary{}, wall, fmt.Errorf("bench: POST /refresh: no ReturnValue in %s", body)
 	}
 	return *out.ReturnValue, wall, nil
 }

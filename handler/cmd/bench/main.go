@@ -52,6 +52,7 @@ import (
 	"github.com/megdocs/msconnector/handler/internal/msidentity"
 	"github.com/megdocs/msconnector/handler/internal/sealing"
 	"github.com/megdocs/msconnector/handler/internal/secrets"
+	"github.com/megdocs/msconnector/handler/internal/sweep"
 	"github.com/megdocs/msconnector/handler/internal/tablestore"
 )
 
@@ -241,7 +242,7 @@ func run(ctx context.Context, o options) (err error) {
 		&aztables.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: e.hc, Retry: policy.RetryOptions{MaxRetries: 2}}}); err != nil {
 		return err
 	}
-	e.store = tablestore.New(e.svc, sealing.New(secrets.NewKeyring(src)), tablestore.Options{})
+	e.store = tablestore.New(e.svc, sealing.New(sealing.NewSecretKeyring(src)), tablestore.Options{Now: time.Now})
 	if err := e.store.EnsureTables(ctx); err != nil {
 		return err
 	}
@@ -325,7 +326,7 @@ func (e *env) handlerEnv(extra map[string]string) []string {
 type sweepResult struct {
 	N, Concurrency int
 	Seed           time.Duration
-	Summary        sweepSummary
+	Summary        sweep.Summary
 	Wall           time.Duration
 	Bound          time.Duration
 	Idle, Final    procStats

@@ -8,15 +8,10 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/signal"
 	"runtime"
 	"sync"
-	"syscall"
 	"time"
 
-	"github.com/rs/zerolog"
-
-	"github.com/megdocs/msconnector/handler/internal/app"
 	"github.com/megdocs/msconnector/handler/internal/config"
 	"github.com/megdocs/msconnector/handler/internal/devproc"
 )
@@ -57,52 +52,36 @@ func takeSample(kind string) memSample {
 }
 
 func runHandlerChild() error {
-	ln, err := devproc.InheritedListener()
-	if err != nil {
-		return err
-	}
 	every, err := time.ParseDuration(os.Getenv(envSample))
 	if err != nil || every <= 0 {
 		return fmt.Errorf("%s: %q", envSample, os.Getenv(envSample))
 	}
-	logFile, err := os.OpenFile(os.Getenv(envLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("handler log: %w", err)
-	}
-	defer logFile.Close()
-	cfg := config.Load(os.Getenv)
-	if len(cfg.Problems) > 0 {
-		return fmt.Errorf("settings: %v", cfg.Problems)
-	}
-
-	hc := app.NewHTTPClient()
-	out := newOutgoing(hc.Transport.(*http.Transport), cfg.TablesConnectionString, cfg.AuthorityHost)
-	hc.Transport = out
-
+	var out *outgoing
 	emit := func(kind string) {
 		s := takeSample(kind)
-		if kind == "final" {
+		if kind == "final" && out != nil {
 			s.Outgoing = out.stats()
 		}
 		_ = devproc.Report(s)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
 	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				emit("sample")
-			case <-done:
-				return
-			}
-		}
-	}()
-	log := zerolog.New(logFile).With().Timestamp().Logger()
-	err = app.Serve(ctx, ln, cfg, app.Deps{Getenv: os.Getenv, Log: log, HTTPClient: hc, Now: time.Now})
+	err = devproc.ServeHandler(devproc.HandlerChild{LogPath: os.Getenv(envLog), LogFlag: os.O_APPEND,
+		Measure: func(cfg config.Config, next *http.Transport) (http.RoundTripper, error) {
+			out = newOutgoing(next, cfg.TablesConnectionString, cfg.AuthorityHost)
+			go func() {
+				t := time.NewTicker(every)
+				defer t.Stop()
+				for {
+					select {
+					case <-t.C:
+						emit("sample")
+					case <-done:
+						return
+					}
+				}
+			}()
+			return out, nil
+		}})
 	close(done)
 	emit("final")
 	return err

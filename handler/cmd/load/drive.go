@@ -13,6 +13,8 @@ import (
 	"net/url"
 	"sync"
 	"time"
+
+	"github.com/megdocs/msconnector/handler/internal/sweep"
 )
 
 // The operations of the mix, and the timer sweep.
@@ -38,16 +40,11 @@ type result struct {
 	took   time.Duration
 }
 
-// sweepSummary is the timer's ReturnValue, summed over the sweeps.
-type sweepSummary struct {
-	Due, Refreshed, ReconnectRequired, TransientFailures, Skipped int
-}
-
 type runResult struct {
 	start    time.Time
 	duration time.Duration // until the last request finished
 	results  []result
-	sweeps   sweepSummary
+	sweeps   sweep.Summary  // the timer's ReturnValues, summed
 	errs     map[string]int // transport error text -> count (first few words)
 }
 
@@ -120,15 +117,7 @@ func drive(ctx context.Context, o options, baseURL, cmsKey string, users []strin
 			r, body := doBody(host, req, opSweep, start, errs)
 			rs = append(rs, r)
 			if r.status == http.StatusOK {
-				var out struct {
-					ReturnValue struct {
-						Due               int `json:"due"`
-						Refreshed         int `json:"refreshed"`
-						ReconnectRequired int `json:"reconnect_required"`
-						TransientFailures int `json:"transient_failures"`
-						Skipped           int `json:"skipped"`
-					}
-				}
+				var out struct{ ReturnValue sweep.Summary }
 				if err := json.Unmarshal(body, &out); err == nil {
 					mu.Lock()
 					run.sweeps.Due += out.ReturnValue.Due

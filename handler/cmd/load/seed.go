@@ -126,7 +126,7 @@ func checkData(ctx context.Context, stack *devstack.Stack, users []string) (data
 		return dataCheck{}, err
 	}
 	env := func(k string) string { return stack.Settings[k] }
-	st := tablestore.New(svc, sealing.New(secrets.NewKeyring(secrets.NewEnv(env))), tablestore.Options{})
+	st := tablestore.New(svc, sealing.New(sealing.NewSecretKeyring(secrets.NewEnv(env))), tablestore.Options{Now: time.Now})
 	var d dataCheck
 	var mu sync.Mutex
 	err = parallel.For(ctx, len(users), 16, func(ctx context.Context, i int) error {

@@ -275,7 +275,7 @@ func (b *builder) storage(src secrets.Source) *tablestore.Store {
 		b.log.Error().Str("event", "not_configured").Err(err).Msg("cannot build the Table Storage client")
 		return nil
 	}
-	store := tablestore.New(svc, sealing.New(secrets.NewKeyring(src)), tablestore.Options{Now: b.d.Now})
+	store := tablestore.New(svc, sealing.New(sealing.NewSecretKeyring(src)), tablestore.Options{Now: b.d.Now})
 	b.w.srv.Store = store
 	return store
 }

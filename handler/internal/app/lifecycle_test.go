@@ -75,7 +75,7 @@ func (s *stack) stored(t *testing.T, userID string) connection.Connection {
 		t.Fatal(err)
 	}
 	env := func(k string) string { return s.Settings[k] }
-	st := tablestore.New(svc, sealing.New(secrets.NewKeyring(secrets.NewEnv(env))), tablestore.Options{})
+	st := tablestore.New(svc, sealing.New(sealing.NewSecretKeyring(secrets.NewEnv(env))), tablestore.Options{Now: time.Now})
 	c, err := st.Get(context.Background(), userID)
 	if err != nil {
 		t.Fatal(err)

@@ -32,7 +32,7 @@ func (s *stack) seed(t *testing.T, users ...string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := tablestore.New(svc, sealing.New(secrets.NewKeyring(secrets.NewEnv(func(k string) string { return s.Settings[k] }))), tablestore.Options{})
+	st := tablestore.New(svc, sealing.New(sealing.NewSecretKeyring(secrets.NewEnv(func(k string) string { return s.Settings[k] }))), tablestore.Options{Now: time.Now})
 	now := time.Now()
 	for _, u := range users {
 		_, err := st.Create(context.Background(), connection.Connection{

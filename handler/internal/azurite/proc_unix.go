@@ -1,4 +1,4 @@
-//go:build unix && !linux
+//go:build unix
 
 package azurite
 
@@ -10,10 +10,12 @@ import (
 )
 
 // sysProcAttr puts the emulator in its own process group, so Stop can kill
-// Node and anything it spawned at once. (Only Linux can also tie the child's
-// life to ours: see proc_linux.go.)
+// Node and anything it spawned at once; where the kernel can, it also ties
+// the emulator's life to the test binary's (tieToParent).
 func sysProcAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Setpgid: true}
+	a := &syscall.SysProcAttr{Setpgid: true}
+	tieToParent(a)
+	return a
 }
 
 // killGroup kills the process group led by p.
@@ -27,11 +29,16 @@ func killGroup(p *os.Process) error {
 // waitGroupGone waits until no process of the group led by pid is left.
 func waitGroupGone(pid int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	for syscall.Kill(-pid, 0) != syscall.ESRCH {
+	for groupAlive(pid) {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("process group %d still has processes after %v", pid, timeout)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	return nil
+}
+
+// groupAlive reports whether any process of the group led by pid is left.
+func groupAlive(pid int) bool {
+	return syscall.Kill(-pid, 0) != syscall.ESRCH
 }

@@ -63,8 +63,9 @@ type Service struct {
 	// PublicBaseURL prefixes connect_url (no trailing slash).
 	PublicBaseURL string
 	Log           zerolog.Logger
-	Now           func() time.Time
-	Rand          io.Reader // crypto/rand when nil
+	// Now is the clock, required (time.Now in production).
+	Now  func() time.Time
+	Rand io.Reader // crypto/rand when nil
 }
 
 // Errors the flow returns; each carries its contract code.
@@ -479,12 +480,7 @@ func hashToken(token string) (string, bool) {
 	return hex.EncodeToString(sum[:]), true
 }
 
-func (s *Service) now() time.Time {
-	if s.Now != nil {
-		return s.Now().UTC()
-	}
-	return time.Now().UTC()
-}
+func (s *Service) now() time.Time { return s.Now().UTC() }
 
 func truncate(s string, n int) string {
 	if len(s) > n {

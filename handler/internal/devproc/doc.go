@@ -4,8 +4,10 @@
 //
 // The child is the tool's own binary re-executed (with -role=handler): it
 // takes its listener from file descriptor 3 (InheritedListener), which the
-// parent keeps open so every child answers on the same URL, and reports to
-// the parent in JSON lines on its stdout (Report). The parent starts it and
+// parent keeps open so every child answers on the same URL, runs app.Serve
+// as the Functions host would with the tool's measuring transport in front
+// of the production one (ServeHandler), and reports to the parent in JSON
+// lines on its stdout (Report). The parent starts it and
 // waits until it answers GET / (Start), collects its reports, signals it,
 // stops it as the Functions host does (Stop) or kills it (Kill). What a
 // report holds, and when a child sends one, is each tool's own business.

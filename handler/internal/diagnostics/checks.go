@@ -16,6 +16,7 @@ import (
 	"github.com/megdocs/msconnector/handler/internal/config"
 	"github.com/megdocs/msconnector/handler/internal/connection"
 	"github.com/megdocs/msconnector/handler/internal/msidentity"
+	"github.com/megdocs/msconnector/handler/internal/sealing"
 	"github.com/megdocs/msconnector/handler/internal/secrets"
 	"github.com/megdocs/msconnector/handler/internal/tablestore"
 )
@@ -85,7 +86,7 @@ func (s *Service) checkSecret(ctx context.Context, name string, now time.Time) C
 	sec, err := s.Secrets.Get(ctx, name)
 	if err == nil && name == secrets.EncryptionKey {
 		// Readable is not enough: the key must decode to 32 bytes.
-		_, err = secrets.NewKeyring(s.Secrets).Current(ctx)
+		_, err = sealing.NewSecretKeyring(s.Secrets).Current(ctx)
 	}
 	if err != nil {
 		var nc *secrets.NotConfiguredError

@@ -93,6 +93,7 @@ type Service struct {
 	Credential     Credential
 	// TTL between computations; zero means DefaultTTL.
 	TTL time.Duration
+	// Now is the clock, required (time.Now in production).
 	Now func() time.Time
 	Log zerolog.Logger
 
@@ -236,12 +237,7 @@ func (s *Service) ttl() time.Duration {
 	return DefaultTTL
 }
 
-func (s *Service) now() time.Time {
-	if s.Now != nil {
-		return s.Now().UTC()
-	}
-	return time.Now().UTC()
-}
+func (s *Service) now() time.Time { return s.Now().UTC() }
 
 func copyReport(r Report) Report {
 	r.Checks = append([]Check(nil), r.Checks...)

@@ -105,7 +105,7 @@ func TestCrashInTheMiddleOfASweep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := tablestore.New(svc, sealing.New(secrets.NewKeyring(secrets.NewEnv(mapEnv(env)))), tablestore.Options{})
+	store := tablestore.New(svc, sealing.New(sealing.NewSecretKeyring(secrets.NewEnv(mapEnv(env)))), tablestore.Options{Now: time.Now})
 	hc := &http.Client{Timeout: 60 * time.Second}
 	ms, err := msidentity.New(msidentity.Config{
 		AuthorityHost: seedSrv.URL, ClientID: clientID, RedirectURL: callback, GraphURL: seedSrv.URL, Scopes: scopes, HTTPClient: hc, Now: time.Now,

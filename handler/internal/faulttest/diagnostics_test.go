@@ -205,7 +205,7 @@ func TestDiagnosticsKeyVaultSecrets(t *testing.T) {
 	s.sweep(t)
 	rep, body := s.diagnostics(t)
 
-	version := v.current[secrets.ClientSecret][:8] + "..."
+	version := v.Current(secrets.ClientSecret)[:8] + "..."
 	wantCheck(t, rep, "secret:microsoft-client-secret", false, "version "+version+", expires "+now.Add(10*24*time.Hour+time.Hour).UTC().Format("2006-01-02")+" (10 days)", "Rotate secrets before they expire")
 	wantCheck(t, rep, "secret:cms-api-key", true, "(200 days)", "")
 	wantCheck(t, rep, "secret:token-encryption-key", true, "version "+keyVersion1[:8]+"..., no expiry set", "")
@@ -213,10 +213,8 @@ func TestDiagnosticsKeyVaultSecrets(t *testing.T) {
 	if rep.OK {
 		t.Error("ok = true with a client secret expiring within 14 days")
 	}
-	for _, versions := range v.versions {
-		for _, value := range versions {
-			noSecrets(t, body, value)
-		}
+	for _, value := range v.Values() {
+		noSecrets(t, body, value)
 	}
 }
 

@@ -185,7 +185,7 @@ func start(t *testing.T, o options) *stack {
 		env[secrets.EnvClientSecret] = clientSecret
 		env[secrets.EnvCMSAPIKey] = cmsKey
 		env[secrets.EnvEncryptionKey] = base64.StdEncoding.EncodeToString(encKey)
-		keyring = secrets.NewKeyring(secrets.NewEnv(mapEnv(env)))
+		keyring = sealing.NewSecretKeyring(secrets.NewEnv(mapEnv(env)))
 	}
 	for k, v := range o.settings {
 		env[k] = v
@@ -237,7 +237,7 @@ func start(t *testing.T, o options) *stack {
 	}
 	s := &stack{
 		url: handlerURL, cmsKey: cmsKey, idp: idp, inj: inj, clock: clk, logs: logs, accounts: accounts,
-		store: tablestore.New(svc, sealing.New(keyring), tablestore.Options{}),
+		store: tablestore.New(svc, sealing.New(keyring), tablestore.Options{Now: time.Now}),
 		ms:    ms, hc: hc, tables: tables,
 	}
 	s.clientSecret = clientSecret

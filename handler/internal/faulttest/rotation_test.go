@@ -110,30 +110,13 @@ func TestSecretsRotateWithoutRestart(t *testing.T) {
 }
 
 // totalReads counts every authorized secret read.
-func (v *vaultStandIn) totalReads() int {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	n := 0
-	for _, c := range v.reads {
-		n += c
-	}
-	return n
-}
+func (v *vaultStandIn) totalReads() int { return v.ReadCount("") }
 
 // value is the current value of name.
-func (v *vaultStandIn) value(name string) string {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.versions[name][v.current[name]]
-}
+func (v *vaultStandIn) value(name string) string { return v.Value(name) }
 
 // remove deletes every version of name, as deleting the secret does.
-func (v *vaultStandIn) remove(name string) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	delete(v.versions, name)
-	delete(v.current, name)
-}
+func (v *vaultStandIn) remove(name string) { v.Remove(name) }
 
 // rawKeyVersion reads the row as stored and returns the key version its
 // refresh token was sealed with.

@@ -130,7 +130,7 @@ func TestWebhookDeliveriesSurviveSIGKILL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := tablestore.New(svc, sealing.New(secrets.NewKeyring(secrets.NewEnv(mapEnv(env)))), tablestore.Options{})
+	store := tablestore.New(svc, sealing.New(sealing.NewSecretKeyring(secrets.NewEnv(mapEnv(env)))), tablestore.Options{Now: time.Now})
 	ctx := context.Background()
 	now := time.Now()
 	for i := range n {

@@ -3,9 +3,10 @@
 // version that sealed it, so a key can rotate while rows sealed with older
 // versions keep opening.
 //
-// It does not know where keys come from: a Keyring is injected (secrets
-// provides the production one, from Key Vault or the environment). It does no
-// other I/O and never logs.
+// A Sealer does not know where keys come from: a Keyring is injected. The
+// production one, SecretKeyring (keyring.go), reads the token-encryption-key
+// secret's versions from a secrets.Source (Key Vault or the environment);
+// sealing does no other I/O and never logs.
 //
 // Format (one line of ASCII, safe for a Table Storage string column):
 //

@@ -2,14 +2,10 @@ package secrets
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,138 +14,44 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
 	"github.com/megdocs/msconnector/handler/internal/clocktest"
-	"github.com/megdocs/msconnector/handler/internal/sealing"
+	"github.com/megdocs/msconnector/handler/internal/kvtest"
 )
 
-// vaultStandIn speaks the part of the Key Vault REST protocol the connector
-// uses, over HTTPS on 127.0.0.1: the 401 bearer challenge for a request
-// without a token, then GET /secrets/{name}/{version}?api-version=... with
-// the managed identity's token.
+// vaultStandIn is the shared Key Vault stand-in (kvtest) over HTTPS, for a
+// vault host name under .vault.azure.net: the SDK's challenge check runs as
+// in production. srv keeps the names these tests use.
 type vaultStandIn struct {
-	srv *httptest.Server
-
-	mu       sync.Mutex
-	versions map[string]map[string]standInVersion
-	current  map[string]string
-	status   map[string]int // forced answer per secret name
-	// What the server saw.
-	challenges int      // requests without Authorization
-	reads      []string // authorized request paths
-	problems   []string
-}
-
-type standInVersion struct {
-	value string
-	exp   int64 // unix seconds; 0: none
+	*kvtest.Vault
+	srv struct {
+		URL   string
+		Close func()
+	}
 }
 
 func newVaultStandIn(t *testing.T) *vaultStandIn {
 	t.Helper()
-	v := &vaultStandIn{versions: map[string]map[string]standInVersion{}, current: map[string]string{}, status: map[string]int{}}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /secrets/{name}/{version...}", v.getSecret)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		v.mu.Lock()
-		v.problems = append(v.problems, "unexpected request "+r.Method+" "+r.URL.Path)
-		v.mu.Unlock()
-		http.NotFound(w, r)
-	})
-	v.srv = httptest.NewTLSServer(mux)
-	t.Cleanup(v.srv.Close)
-	t.Cleanup(func() {
-		v.mu.Lock()
-		defer v.mu.Unlock()
-		for _, p := range v.problems {
-			t.Errorf("key vault stand-in: %s", p)
-		}
-	})
+	v := &vaultStandIn{Vault: kvtest.New(t, "megdocs-e2e.vault.azure.net", identityToken).Start(t)}
+	v.srv.URL, v.srv.Close = v.URL, v.Close
 	return v
 }
 
 func (v *vaultStandIn) put(name, version, value string, exp time.Time) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.versions[name] == nil {
-		v.versions[name] = map[string]standInVersion{}
-	}
-	sv := standInVersion{value: value}
-	if !exp.IsZero() {
-		sv.exp = exp.Unix()
-	}
-	v.versions[name][version] = sv
-	v.current[name] = version
+	v.Put(name, version, value, exp)
 }
 
+// force answers status for every read of name; 0 ends it.
 func (v *vaultStandIn) force(name string, status int) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if status == 0 {
-		delete(v.status, name)
-		return
-	}
-	v.status[name] = status
-}
-
-func (v *vaultStandIn) seen() (challenges int, reads []string) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.challenges, append([]string(nil), v.reads...)
-}
-
-func (v *vaultStandIn) getSecret(w http.ResponseWriter, r *http.Request) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if r.URL.Query().Get("api-version") == "" {
-		v.problems = append(v.problems, "request without api-version: "+r.URL.String())
-	}
-	auth := r.Header.Get("Authorization")
-	if auth == "" {
-		v.challenges++
-		w.Header().Set("WWW-Authenticate", `Bearer authorization="https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47", resource="https://vault.azure.net"`)
-		writeKVError(w, http.StatusUnauthorized, "Unauthorized", "AKV10000: Request is missing a Bearer or PoP token.")
-		return
-	}
-	if auth != "Bearer "+identityToken {
-		v.problems = append(v.problems, fmt.Sprintf("Authorization = %q", auth))
-		writeKVError(w, http.StatusUnauthorized, "Unauthorized", "AKV10032: Invalid issuer.")
-		return
-	}
-	v.reads = append(v.reads, r.URL.Path)
-	name, version := r.PathValue("name"), r.PathValue("version")
-	switch v.status[name] {
+	switch status {
 	case 0:
+		v.Clear(name)
 	case http.StatusForbidden:
-		writeKVError(w, http.StatusForbidden, "Forbidden", "Caller is not authorized to perform action on resource. Action: 'Microsoft.KeyVault/vaults/secrets/getSecret/action'")
-		return
+		v.Fail(name, kvtest.Failure{Status: status, Code: "Forbidden"})
 	default:
-		writeKVError(w, v.status[name], "Error", "forced")
-		return
+		v.Fail(name, kvtest.Failure{Status: status, Code: "Error"})
 	}
-	if version == "" {
-		version = v.current[name]
-	}
-	sv, ok := v.versions[name][version]
-	if !ok {
-		writeKVError(w, http.StatusNotFound, "SecretNotFound", fmt.Sprintf("A secret with (name/id) %s was not found in this key vault.", name))
-		return
-	}
-	attrs := map[string]any{"enabled": true, "created": 1764000000, "updated": 1764000000, "recoveryLevel": "Recoverable+Purgeable"}
-	if sv.exp != 0 {
-		attrs["exp"] = sv.exp
-	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	_ = json.NewEncoder(w).Encode(map[string]any{
-		"value":      sv.value,
-		"id":         v.srv.URL + "/secrets/" + name + "/" + version,
-		"attributes": attrs,
-	})
 }
 
-func writeKVError(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
-}
+func (v *vaultStandIn) seen() (challenges int, reads []string) { return v.Seen() }
 
 // newE2E builds a KeyVault exactly as production does (managed identity
 // credential, the SDK's challenge policy and pipeline) against the stand-ins.
@@ -159,12 +61,11 @@ func newE2E(t *testing.T, v *vaultStandIn, c *clocktest.Clock, logs *logBuffer) 
 	if err != nil {
 		t.Fatalf("managed identity credential: %v", err)
 	}
-	kv, err := NewKeyVault(v.srv.URL, cred, KeyVaultOptions{
-		Now:                                  c.Now,
-		Transport:                            v.srv.Client(),
-		Retry:                                policy.RetryOptions{MaxRetries: 1, RetryDelay: 10 * time.Millisecond},
-		DisableChallengeResourceVerification: true, // 127.0.0.1 cannot end with .vault.azure.net
-		Logger:                               logs.logger(),
+	kv, err := NewKeyVault(v.URL, cred, KeyVaultOptions{
+		Now:       c.Now,
+		Transport: v.Client(),
+		Retry:     policy.RetryOptions{MaxRetries: 1, RetryDelay: 10 * time.Millisecond},
+		Logger:    logs.logger(),
 	})
 	if err != nil {
 		t.Fatalf("NewKeyVault: %v", err)
@@ -302,55 +203,4 @@ func TestKeyVaultEndToEndFailures(t *testing.T) {
 	if !unreachable {
 		t.Errorf("no unreachable warning in %s", logs)
 	}
-}
-
-func TestKeyringRotationEndToEnd(t *testing.T) {
-	v := newVaultStandIn(t)
-	key1 := base64.StdEncoding.EncodeToString([]byte("e2e-key-one-32-bytes-long-......"))
-	key2 := base64.StdEncoding.EncodeToString([]byte("e2e-key-two-32-bytes-long-......"))
-	v.put(EncryptionKey, ver1, key1, time.Time{})
-	logs := &logBuffer{}
-	t.Cleanup(func() { logs.assertNoValues(t, key1, key2) })
-	c := newClock()
-	ctx := context.Background()
-	aad := []byte("connections|42|microsoft|AccessTokenSealed")
-
-	sealer := sealing.New(NewKeyring(newE2E(t, v, c, logs)))
-	rowV1, err := sealer.Seal(ctx, []byte("access token under v1"), aad)
-	if err != nil {
-		t.Fatalf("Seal: %v", err)
-	}
-
-	v.put(EncryptionKey, ver2, key2, time.Time{}) // az keyvault secret set: a new version
-	c.Advance(DefaultTTL)
-	rowV2, err := sealer.Seal(ctx, []byte("access token under v2"), aad)
-	if err != nil {
-		t.Fatalf("Seal after rotation: %v", err)
-	}
-	if got, _ := sealing.KeyVersion(rowV2); got != ver2 {
-		t.Fatalf("new rows name %q, want %s", got, ver2)
-	}
-
-	// Another instance (or this one after a restart) has never seen v1: it
-	// reads that version by name.
-	other := sealing.New(NewKeyring(newE2E(t, v, c, logs)))
-	for row, want := range map[string]string{rowV1: "access token under v1", rowV2: "access token under v2"} {
-		for name, s := range map[string]*sealing.Sealer{"same instance": sealer, "new instance": other} {
-			got, err := s.Open(ctx, row, aad)
-			if err != nil || string(got) != want {
-				t.Errorf("%s: Open = %q, %v; want %q", name, got, err, want)
-			}
-		}
-	}
-	_, reads := v.seen()
-	var named bool
-	for _, r := range reads {
-		if r == "/secrets/"+EncryptionKey+"/"+ver1 {
-			named = true
-		}
-	}
-	if !named {
-		t.Errorf("reads %v: the new instance never asked for version %s by name", reads, ver1)
-	}
-	assertIdentityUsedCorrectly(t)
 }

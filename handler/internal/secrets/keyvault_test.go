@@ -2,7 +2,6 @@ package secrets
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"net/http"
 	"runtime"
@@ -14,128 +13,10 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	azfake "github.com/Azure/azure-sdk-for-go/sdk/azcore/fake"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
-	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets/fake"
 
 	"github.com/megdocs/msconnector/handler/internal/clocktest"
-	"github.com/megdocs/msconnector/handler/internal/sealing"
 )
-
-const fakeVaultURL = "https://megdocs-test.vault.azure.net/"
-
-// fakeVault is the state behind the SDK's own fake server: secrets with
-// versions, a current version per name, injectable failures, a call counter
-// and an optional gate that holds reads until released.
-type fakeVault struct {
-	mu       sync.Mutex
-	versions map[string]map[string]fakeVersion
-	current  map[string]string
-	fail     map[string]failMode // by secret name
-	calls    []string            // "name/version" per GetSecret
-	gate     chan struct{}       // when set, reads wait for it to close
-	entered  chan struct{}       // signalled when a read reaches the gate
-}
-
-type fakeVersion struct {
-	value   string
-	expires *time.Time
-}
-
-type failMode struct {
-	status int
-	code   string
-	netErr error
-}
-
-func newFakeVault() *fakeVault {
-	return &fakeVault{versions: map[string]map[string]fakeVersion{}, current: map[string]string{}, fail: map[string]failMode{}}
-}
-
-// put adds version of name and makes it current.
-func (f *fakeVault) put(name, version, value string, expires *time.Time) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.versions[name] == nil {
-		f.versions[name] = map[string]fakeVersion{}
-	}
-	f.versions[name][version] = fakeVersion{value: value, expires: expires}
-	f.current[name] = version
-}
-
-func (f *fakeVault) setFail(name string, m failMode) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.fail[name] = m
-}
-
-func (f *fakeVault) clearFail(name string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.fail, name)
-}
-
-func (f *fakeVault) callCount() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.calls)
-}
-
-func (f *fakeVault) values() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []string
-	for _, vs := range f.versions {
-		for _, v := range vs {
-			out = append(out, v.value)
-		}
-	}
-	return out
-}
-
-func (f *fakeVault) getSecret(ctx context.Context, name, version string, _ *azsecrets.GetSecretOptions) (resp azfake.Responder[azsecrets.GetSecretResponse], errResp azfake.ErrorResponder) {
-	f.mu.Lock()
-	f.calls = append(f.calls, name+"/"+version)
-	gate, entered := f.gate, f.entered
-	f.mu.Unlock()
-	if gate != nil {
-		if entered != nil {
-			entered <- struct{}{}
-		}
-		select {
-		case <-gate:
-		case <-ctx.Done():
-			errResp.SetError(ctx.Err())
-			return
-		}
-	}
-
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if m, ok := f.fail[name]; ok {
-		if m.netErr != nil {
-			errResp.SetError(m.netErr)
-		} else {
-			errResp.SetResponseError(m.status, m.code)
-		}
-		return
-	}
-	if version == "" {
-		version = f.current[name]
-	}
-	v, ok := f.versions[name][version]
-	if !ok {
-		errResp.SetResponseError(http.StatusNotFound, "SecretNotFound")
-		return
-	}
-	id := azsecrets.ID(fakeVaultURL + "secrets/" + name + "/" + version)
-	value := v.value
-	resp.SetResponse(http.StatusOK, azsecrets.GetSecretResponse{Secret: azsecrets.Secret{
-		ID:         &id,
-		Value:      &value,
-		Attributes: &azsecrets.SecretAttributes{Enabled: new(true), Expires: v.expires},
-	}}, nil)
-	return
-}
 
 type fakeEnv struct {
 	vault *fakeVault
@@ -150,8 +31,8 @@ type fakeEnv struct {
 // a minute (the defaults, spelled out because tests depend on them).
 func newFakeEnv(t *testing.T, tweaks ...func(*KeyVaultOptions)) *fakeEnv {
 	t.Helper()
-	e := &fakeEnv{vault: newFakeVault(), clock: newClock(), logs: &logBuffer{}, cred: &azfake.TokenCredential{}}
-	srv := &fake.Server{GetSecret: e.vault.getSecret}
+	e := &fakeEnv{vault: newFakeVault(t), clock: newClock(), logs: &logBuffer{}, cred: &azfake.TokenCredential{}}
+	srv := e.vault.FakeServer()
 	opts := KeyVaultOptions{
 		TTL:            5 * time.Minute,
 		FailureBackoff: 10 * time.Second,
@@ -822,9 +703,8 @@ func TestKeyVaultGetVersionCachesForever(t *testing.T) {
 	if !errors.As(err, &nc) || !strings.Contains(nc.Reason, "33333333333333333333333333333333") || !strings.Contains(nc.Reason, "list-versions") {
 		t.Errorf("GetVersion(missing) err = %v, want *NotConfiguredError naming the version", err)
 	}
-	e.vault.mu.Lock()
-	last := e.vault.calls[len(e.vault.calls)-1]
-	e.vault.mu.Unlock()
+	calls := e.vault.callLog()
+	last := calls[len(calls)-1]
 	if got := last; got != EncryptionKey+"/33333333333333333333333333333333" {
 		t.Errorf("last call %q, want the named version", got)
 	}
@@ -865,7 +745,8 @@ func TestNewKeyVaultValidates(t *testing.T) {
 		{"not a url", "megdocs.vault.azure.net", cred, KeyVaultOptions{}},
 		{"credentials in url", "https://user:pw@megdocs.vault.azure.net/", cred, KeyVaultOptions{}},
 		{"no credential", fakeVaultURL, nil, KeyVaultOptions{}},
-		{"negative ttl", fakeVaultURL, cred, KeyVaultOptions{TTL: -time.Second}},
+		{"negative ttl", fakeVaultURL, cred, KeyVaultOptions{TTL: -time.Second, Now: time.Now}},
+		{"no clock", fakeVaultURL, cred, KeyVaultOptions{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := NewKeyVault(tc.url, tc.cred, tc.opts); err == nil || !strings.HasPrefix(err.Error(), "secrets: ") {
@@ -873,54 +754,15 @@ func TestNewKeyVaultValidates(t *testing.T) {
 			}
 		})
 	}
-	kv, err := NewKeyVault(fakeVaultURL, cred, KeyVaultOptions{})
+	kv, err := NewKeyVault(fakeVaultURL, cred, KeyVaultOptions{Now: time.Now})
 	if err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
 	if kv.ttl != DefaultTTL || kv.backoff != 10*time.Second || kv.vaultName != "megdocs-test" {
 		t.Errorf("defaults: ttl %s backoff %s vault name %q", kv.ttl, kv.backoff, kv.vaultName)
 	}
-	short, err := NewKeyVault(fakeVaultURL, cred, KeyVaultOptions{TTL: time.Second})
+	short, err := NewKeyVault(fakeVaultURL, cred, KeyVaultOptions{TTL: time.Second, Now: time.Now})
 	if err != nil || short.backoff != time.Second {
 		t.Errorf("backoff with a 1s TTL = %s, %v; want capped at the TTL", short.backoff, err)
 	}
-}
-
-func TestKeyringOverKeyVaultRotation(t *testing.T) {
-	e := newFakeEnv(t)
-	key1 := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
-	key2 := base64.StdEncoding.EncodeToString([]byte("fedcba9876543210fedcba9876543210"))
-	e.vault.put(EncryptionKey, ver1, key1, nil)
-	sealer := sealing.New(NewKeyring(e.kv))
-	ctx := context.Background()
-	aad := []byte("connections|42|microsoft|RefreshTokenSealed")
-
-	rowV1, err := sealer.Seal(ctx, []byte("refresh token sealed under v1"), aad)
-	if err != nil {
-		t.Fatalf("Seal: %v", err)
-	}
-	e.vault.put(EncryptionKey, ver2, key2, nil) // admin adds a new version
-	e.clock.Advance(5 * time.Minute)
-	rowV2, err := sealer.Seal(ctx, []byte("refresh token sealed under v2"), aad)
-	if err != nil {
-		t.Fatalf("Seal after rotation: %v", err)
-	}
-	if v, _ := sealing.KeyVersion(rowV2); v != ver2 {
-		t.Fatalf("sealed with %q after rotation, want %s", v, ver2)
-	}
-	if v, _ := sealing.KeyVersion(rowV1); v != ver1 {
-		t.Fatalf("first row names %q, want %s", v, ver1)
-	}
-	for row, want := range map[string]string{rowV1: "refresh token sealed under v1", rowV2: "refresh token sealed under v2"} {
-		got, err := sealer.Open(ctx, row, aad)
-		if err != nil || string(got) != want {
-			t.Errorf("Open = %q, %v; want %q", got, err, want)
-		}
-	}
-	// v1 was read as current before, so it opens from the cache: two
-	// reads of the current version, none by name.
-	if n := e.vault.callCount(); n != 2 {
-		t.Errorf("%d Key Vault calls, want 2: %v", n, e.vault.calls)
-	}
-	e.logs.assertNoValues(t, key1, key2)
 }

@@ -2,8 +2,8 @@
 // Vault (azsecrets with an azidentity credential) in Azure, the environment
 // for local development. It caches values for a TTL so a rotation in Key
 // Vault takes effect without a restart, keeps serving the last good value
-// while Key Vault cannot be read, and turns the token-encryption-key secret
-// into the sealing package's Keyring.
+// while Key Vault cannot be read. What the token-encryption-key secret means
+// as a key is sealing's business (sealing.SecretKeyring reads it from here).
 //
 // It does not touch tokens or tables, never logs a secret value, and never
 // contacts Key Vault before the first read (start-up must not wait on it).

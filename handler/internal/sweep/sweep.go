@@ -3,14 +3,16 @@
 // stops starting work before its deadline or after a configuration error,
 // deletes expired connect sessions and reports a summary. Memory grows with
 // the concurrency and the page size, never with the number of connections.
+//
+// Run reads as its four seams: list (list.go) feeds work (work.go), collect
+// says why the sweep stopped, and housekeeping deletes expired sessions and
+// runs the hook; record.go keeps the summary for diagnostics.
 package sweep
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -32,8 +34,8 @@ type Sweeper struct {
 	Tokens      Refresher
 	Policy      connection.Policy
 	Concurrency int
-	// Deadline: no new refresh starts after this long, so the sweep ends
-	// well inside the function timeout.
+	// Deadline: no new refresh starts once this long has passed on Now, so
+	// the sweep ends well inside the function timeout.
 	Deadline time.Duration
 	// PageSize of the listing (default 1000, the Table service's maximum).
 	PageSize int
@@ -41,7 +43,9 @@ type Sweeper struct {
 	// reminders); its error is logged, never fatal.
 	Housekeeping func(ctx context.Context) error
 	Log          zerolog.Logger
-	Now          func() time.Time
+	// Now is the clock, required (time.Now in production): the deadline,
+	// the due checks and the summary's times all read it.
+	Now func() time.Time
 
 	// Record keeps the summary for GET /api/diagnostics (record.go); nil
 	// records nothing. RequiredScopes are MICROSOFT_SCOPES, for the count
@@ -70,64 +74,72 @@ type Summary struct {
 	MissingScope int64                       `json:"-"`
 }
 
+var (
+	errDeadline      = errors.New("sweep deadline reached")
+	errConfiguration = errors.New("configuration error")
+)
+
+// run is one sweep's state, shared by the listing and the workers.
+type run struct {
+	s        *Sweeper
+	sum      Summary
+	deadline time.Time
+	// ctx stops the listing and the workers together, on the deadline or
+	// on a configuration error; stop records why. Refreshes already running
+	// finish (the token service bounds them with its own timeout).
+	ctx  context.Context
+	stop context.CancelCauseFunc
+}
+
 // Run performs one sweep. It returns an error only when it could not list
 // connections at all; per-connection failures are counted.
 func (s *Sweeper) Run(ctx context.Context) (Summary, error) {
 	start := s.now()
-	var sum Summary
-	deadline := start.Add(s.deadline())
-	// The listing and the workers stop together on the deadline or on a
-	// configuration error; refreshes already running finish (they are
-	// bounded by the token service's own timeout).
-	stopCtx, stop := context.WithCancelCause(ctx)
-	defer stop(nil)
-	timer := time.AfterFunc(s.deadline(), func() { stop(errDeadline) })
-	defer timer.Stop()
+	r := &run{s: s, deadline: start.Add(s.deadline())}
+	r.ctx, r.stop = context.WithCancelCause(ctx)
+	defer r.stop(nil)
 
-	work := make(chan string, s.concurrency())
-	var wg sync.WaitGroup
-	for i := 0; i < s.concurrency(); i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for userID := range work {
-				if stopCtx.Err() != nil || !s.now().Before(deadline) {
-					atomic.AddInt64(&sum.Skipped, 1)
-					continue
-				}
-				out, err := s.Tokens.RefreshIfDue(context.WithoutCancel(stopCtx), userID)
-				switch out {
-				case tokens.Refreshed:
-					atomic.AddInt64(&sum.Refreshed, 1)
-				case tokens.MarkedReconnect:
-					atomic.AddInt64(&sum.ReconnectRequired, 1)
-				case tokens.TransientFailure:
-					atomic.AddInt64(&sum.TransientFailures, 1)
-				case tokens.ConfigurationFailure:
-					// Every further call would fail the same way: stop
-					// rather than hammer Microsoft.
-					atomic.AddInt64(&sum.TransientFailures, 1)
-					stop(fmt.Errorf("%w: %v", errConfiguration, err))
-				default:
-					atomic.AddInt64(&sum.Skipped, 1)
-				}
-			}
-		}()
+	listErr := r.listAndWork()
+	r.collect(listErr)
+	s.housekeeping(ctx, &r.sum)
+
+	r.sum.DurationMS = s.now().Sub(start).Milliseconds()
+	s.record(ctx, start, r.sum)
+	s.logSummary(r.sum)
+	if listErr != nil && !errors.Is(listErr, context.Canceled) {
+		return r.sum, fmt.Errorf("sweep: list connections: %w", listErr)
 	}
+	return r.sum, nil
+}
 
-	listErr := s.list(stopCtx, &sum, work)
-	close(work)
-	wg.Wait()
+// pastDeadline reports whether no new work may start, stopping the sweep
+// the first time it does. The deadline is read on the injected clock at
+// every hand-over and every start of a refresh, so the sweep stops within
+// one refresh of it without a timer of its own.
+func (r *run) pastDeadline() bool {
+	if r.s.now().Before(r.deadline) {
+		return false
+	}
+	r.stop(errDeadline)
+	return true
+}
 
-	switch cause := context.Cause(stopCtx); {
+// collect says why the sweep stopped early, if it did.
+func (r *run) collect(listErr error) {
+	switch cause := context.Cause(r.ctx); {
 	case errors.Is(cause, errDeadline):
-		sum.StoppedBy = "deadline"
+		r.sum.StoppedBy = "deadline"
 	case errors.Is(cause, errConfiguration):
-		sum.StoppedBy = "configuration"
+		r.sum.StoppedBy = "configuration"
 	case listErr != nil:
-		sum.StoppedBy = "listing"
+		r.sum.StoppedBy = "listing"
 	}
+}
 
+// housekeeping deletes expired connect sessions and pending connects, then
+// runs the Housekeeping hook. It runs whatever stopped the refreshes, on
+// the caller's ctx; its failures are logged, never fatal.
+func (s *Sweeper) housekeeping(ctx context.Context, sum *Summary) {
 	if n, err := s.Pending.DeleteExpired(ctx, s.now()); err != nil {
 		s.Log.Warn().Str("event", "sessions_cleanup_failed").Err(err).Msg("could not delete expired connect sessions")
 	} else {
@@ -138,9 +150,9 @@ func (s *Sweeper) Run(ctx context.Context) (Summary, error) {
 			s.Log.Warn().Err(err).Msg("sweep housekeeping failed")
 		}
 	}
+}
 
-	sum.DurationMS = s.now().Sub(start).Milliseconds()
-	s.record(ctx, start, sum)
+func (s *Sweeper) logSummary(sum Summary) {
 	ev := s.Log.Info()
 	if sum.StoppedBy != "" {
 		ev = s.Log.Warn()
@@ -152,69 +164,9 @@ func (s *Sweeper) Run(ctx context.Context) (Summary, error) {
 		Int64("skipped", sum.Skipped).Int64("connections_total", sum.ConnectionsTotal).
 		Int("sessions_deleted", sum.SessionsDeleted).Int64("duration_ms", sum.DurationMS).
 		Str("stopped_by", sum.StoppedBy).Msg("refresh sweep finished")
-	if listErr != nil && !errors.Is(listErr, context.Canceled) {
-		return sum, fmt.Errorf("sweep: list connections: %w", listErr)
-	}
-	return sum, nil
 }
 
-var (
-	errDeadline      = errors.New("sweep deadline reached")
-	errConfiguration = errors.New("configuration error")
-)
-
-// list streams pages into the workers. A due connection that cannot be
-// handed over before the stop is counted as skipped. After a stop the
-// listing ends too, so connections_total then counts what was listed (the
-// log's stopped_by says so).
-func (s *Sweeper) list(ctx context.Context, sum *Summary, work chan<- string) error {
-	q := connection.ListQuery{Limit: s.pageSize()}
-	for {
-		if ctx.Err() != nil {
-			return nil
-		}
-		page, err := s.Store.List(ctx, q)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			s.Log.Error().Str("event", "sweep_list_failed").Err(err).Msg("could not list connections")
-			return err
-		}
-		now := s.now()
-		for _, c := range page.Connections {
-			sum.ConnectionsTotal++
-			s.tally(sum, c)
-			if !s.Policy.DueForSweep(c, now) {
-				continue
-			}
-			atomic.AddInt64(&sum.Due, 1)
-			if c.PausedFor(now) > 0 {
-				// Microsoft stopped a request loop for this user
-				// (AADSTS50196): its row says until when. The token
-				// service re-checks on its fresh read too.
-				atomic.AddInt64(&sum.Skipped, 1)
-				continue
-			}
-			select {
-			case work <- c.UserID:
-			case <-ctx.Done():
-				atomic.AddInt64(&sum.Skipped, 1)
-			}
-		}
-		if page.NextCursor == "" {
-			return nil
-		}
-		q.Cursor = page.NextCursor
-	}
-}
-
-func (s *Sweeper) now() time.Time {
-	if s.Now != nil {
-		return s.Now().UTC()
-	}
-	return time.Now().UTC()
-}
+func (s *Sweeper) now() time.Time { return s.Now().UTC() }
 
 func (s *Sweeper) concurrency() int {
 	if s.Concurrency > 0 {

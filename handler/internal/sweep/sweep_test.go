@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/megdocs/msconnector/handler/internal/clocktest"
 	"github.com/megdocs/msconnector/handler/internal/connection"
 	"github.com/megdocs/msconnector/handler/internal/memstore"
 	"github.com/megdocs/msconnector/handler/internal/tokens"
@@ -204,5 +205,51 @@ func TestSweepSkipsAPausedConnection(t *testing.T) {
 	sum, err = newSweeper(store, ft, func() time.Time { return t0.Add(31 * time.Second) }).Run(context.Background())
 	if err != nil || sum.Refreshed != 3 || ft.seen["due-0001"] != 1 {
 		t.Errorf("after the pause: %+v, %v, seen %v", sum, err, ft.seen)
+	}
+}
+
+// The deadline is read on the injected clock: a sweep whose clock passes
+// the deadline stops and says so, with no wall time passing at all (a
+// wall-clock timer would never fire in this test).
+func TestSweepDeadlineIsOnTheInjectedClock(t *testing.T) {
+	store := memstore.New(memstore.Options{})
+	seed(t, store, 40, 0, 0)
+	clock := clocktest.New(t0)
+	ft := &fakeTokens{seen: map[string]int{}, outcome: func(string) (tokens.Outcome, error) {
+		clock.Advance(time.Minute)
+		return tokens.Refreshed, nil
+	}}
+	sw := newSweeper(store, ft, clock.Now)
+	sw.Concurrency = 1
+	sw.Deadline = 10 * time.Minute
+	sum, err := sw.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.StoppedBy != "deadline" || sum.Refreshed != 10 || sum.Refreshed+sum.Skipped != sum.Due {
+		t.Errorf("summary = %+v: want stopped_by deadline after 10 refreshes", sum)
+	}
+	if sum.DurationMS != (10 * time.Minute).Milliseconds() {
+		t.Errorf("duration_ms = %d, want the clock's 10 minutes", sum.DurationMS)
+	}
+}
+
+// A configuration failure stops the sweep with a cause that still wraps the
+// token service's error (%w, not %v), so errors.Is finds both.
+func TestSweepConfigurationStopWrapsTheCause(t *testing.T) {
+	invalidClient := errors.New("invalid_client")
+	ft := &fakeTokens{seen: map[string]int{}, outcome: func(string) (tokens.Outcome, error) {
+		return tokens.ConfigurationFailure, invalidClient
+	}}
+	sw := newSweeper(memstore.New(memstore.Options{}), ft, func() time.Time { return t0 })
+	r := &run{s: sw, deadline: t0.Add(time.Hour)}
+	r.ctx, r.stop = context.WithCancelCause(context.Background())
+	in := make(chan string, 1)
+	in <- "u1"
+	close(in)
+	r.work(in)
+	cause := context.Cause(r.ctx)
+	if !errors.Is(cause, errConfiguration) || !errors.Is(cause, invalidClient) {
+		t.Errorf("stop cause = %v: want it to wrap errConfiguration and the token service's error", cause)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
@@ -336,35 +335,25 @@ func (s *Store) decodeConnection(ctx context.Context, e rawEntity, withTokens bo
 	if err != nil {
 		return c, err
 	}
-	// Columns are read in order and the first error wins.
-	str := func(col string, dst *string) {
-		if err == nil {
-			*dst, err = e.str(col)
-		}
-	}
-	tm := func(col string, dst *time.Time) {
-		if err == nil {
-			*dst, err = e.time(col)
-		}
-	}
+	r := &columns{e: e}
 	var status, scopes string
 	var lastErr connection.LastError
-	str(colUserID, &c.UserID)
-	str(colStatus, &status)
-	str(colAccountID, &c.Account.ID)
-	str(colTenantID, &c.Account.TenantID)
-	str(colEmail, &c.Account.Email)
-	str(colDisplayName, &c.Account.DisplayName)
-	str(colScopes, &scopes)
-	str(colLastErrorCode, &lastErr.Code)
-	tm(colAccessTokenExpiresAt, &c.AccessTokenExpiresAt)
-	tm(colConnectedAt, &c.ConnectedAt)
-	tm(colLastRefreshedAt, &c.LastRefreshedAt)
-	tm(colLastUsedAt, &c.LastUsedAt)
-	tm(colLastErrorAt, &lastErr.At)
-	tm(colThrottledUntil, &c.ThrottledUntil)
-	if err != nil {
-		return c, fmt.Errorf("row %s: %w", pk, err)
+	r.str(colUserID, &c.UserID)
+	r.str(colStatus, &status)
+	r.str(colAccountID, &c.Account.ID)
+	r.str(colTenantID, &c.Account.TenantID)
+	r.str(colEmail, &c.Account.Email)
+	r.str(colDisplayName, &c.Account.DisplayName)
+	r.str(colScopes, &scopes)
+	r.str(colLastErrorCode, &lastErr.Code)
+	r.time(colAccessTokenExpiresAt, &c.AccessTokenExpiresAt)
+	r.time(colConnectedAt, &c.ConnectedAt)
+	r.time(colLastRefreshedAt, &c.LastRefreshedAt)
+	r.time(colLastUsedAt, &c.LastUsedAt)
+	r.time(colLastErrorAt, &lastErr.At)
+	r.time(colThrottledUntil, &c.ThrottledUntil)
+	if r.err != nil {
+		return c, fmt.Errorf("row %s: %w", pk, r.err)
 	}
 	if c.UserID != pk || connection.ValidUserID(c.UserID) != nil {
 		// The key is the user_id; a mismatch means a row written by hand,

@@ -63,6 +63,32 @@ func (e rawEntity) bool(name string) (bool, error) {
 	return v, nil
 }
 
+// columns reads an entity's columns in order: the first error wins and
+// stays in err, and later reads do nothing, so a decoder lists its columns
+// and checks err once.
+type columns struct {
+	e   rawEntity
+	err error
+}
+
+func (c *columns) str(name string, dst *string) {
+	if c.err == nil {
+		*dst, c.err = c.e.str(name)
+	}
+}
+
+func (c *columns) time(name string, dst *time.Time) {
+	if c.err == nil {
+		*dst, c.err = c.e.time(name)
+	}
+}
+
+func (c *columns) bool(name string, dst *bool) {
+	if c.err == nil {
+		*dst, c.err = c.e.bool(name)
+	}
+}
+
 // setTime writes t as Edm.DateTime, or nothing for the zero time.
 // aztables formats EDMDateTime with a literal "Z", so t must be UTC; the
 // service keeps 100 ns.

@@ -141,48 +141,37 @@ func (s *Store) GetPending(ctx context.Context, kind connection.PendingKind, id 
 		return connection.Pending{}, fmt.Errorf("tablestore: get pending: %w", err)
 	}
 	p := connection.Pending{Kind: kind, ID: id, ETag: string(resp.ETag)}
-	str := func(col string, dst *string) {
-		if err == nil {
-			*dst, err = e.str(col)
-		}
-	}
-	tm := func(col string, dst *time.Time) {
-		if err == nil {
-			*dst, err = e.time(col)
-		}
-	}
-	str(colUserID, &p.UserID)
-	str(colReturnURL, &p.ReturnURL)
-	str(colLoginHint, &p.LoginHint)
-	str(colBrowserHash, &p.BrowserHash)
-	tm(colCreatedAt, &p.CreatedAt)
-	tm(colExpiresAt, &p.ExpiresAt)
-	if err == nil {
-		p.Used, err = e.bool(colUsed)
-	}
-	if err == nil {
-		p.Verifier, err = s.open(ctx, e, colVerifierSealed, pendingAAD(id, kind, "Verifier"))
+	r := &columns{e: e}
+	r.str(colUserID, &p.UserID)
+	r.str(colReturnURL, &p.ReturnURL)
+	r.str(colLoginHint, &p.LoginHint)
+	r.str(colBrowserHash, &p.BrowserHash)
+	r.time(colCreatedAt, &p.CreatedAt)
+	r.time(colExpiresAt, &p.ExpiresAt)
+	r.bool(colUsed, &p.Used)
+	if r.err == nil {
+		p.Verifier, r.err = s.open(ctx, e, colVerifierSealed, pendingAAD(id, kind, "Verifier"))
 	}
 	if kind == connection.PendingConnect {
 		var scopes string
-		str(colAccountID, &p.Grant.Account.ID)
-		str(colTenantID, &p.Grant.Account.TenantID)
-		str(colEmail, &p.Grant.Account.Email)
-		str(colDisplayName, &p.Grant.Account.DisplayName)
-		str(colScopes, &scopes)
-		tm(colAccessTokenExpiresAt, &p.Grant.ExpiresAt)
+		r.str(colAccountID, &p.Grant.Account.ID)
+		r.str(colTenantID, &p.Grant.Account.TenantID)
+		r.str(colEmail, &p.Grant.Account.Email)
+		r.str(colDisplayName, &p.Grant.Account.DisplayName)
+		r.str(colScopes, &scopes)
+		r.time(colAccessTokenExpiresAt, &p.Grant.ExpiresAt)
 		if p.Grant.Scopes = strings.Fields(scopes); len(p.Grant.Scopes) == 0 {
 			p.Grant.Scopes = nil
 		}
-		if err == nil {
-			p.Grant.AccessToken, err = s.open(ctx, e, colAccessTokenSealed, pendingAAD(id, kind, colAccessTokenSealed))
+		if r.err == nil {
+			p.Grant.AccessToken, r.err = s.open(ctx, e, colAccessTokenSealed, pendingAAD(id, kind, colAccessTokenSealed))
 		}
-		if err == nil {
-			p.Grant.RefreshToken, err = s.open(ctx, e, colRefreshTokenSealed, pendingAAD(id, kind, colRefreshTokenSealed))
+		if r.err == nil {
+			p.Grant.RefreshToken, r.err = s.open(ctx, e, colRefreshTokenSealed, pendingAAD(id, kind, colRefreshTokenSealed))
 		}
 	}
-	if err != nil {
-		return connection.Pending{}, fmt.Errorf("tablestore: get pending: %w", err)
+	if r.err != nil {
+		return connection.Pending{}, fmt.Errorf("tablestore: get pending: %w", r.err)
 	}
 	return p, nil
 }

@@ -46,7 +46,8 @@ type Options struct {
 	ConnectionsTable string
 	PendingTable     string
 	// Now stamps Connection.ConnectedAt and Pending.CreatedAt when the
-	// caller left them zero. Nil: time.Now.
+	// caller left them zero. Required (time.Now in production): New panics
+	// without it.
 	Now func() time.Time
 }
 
@@ -84,7 +85,9 @@ func New(svc *aztables.ServiceClient, s Sealer, opts Options) *Store {
 	}
 	now := opts.Now
 	if now == nil {
-		now = time.Now
+		// A programming error, found by the first test that builds a
+		// Store: the clock is required, as in go-oidc's Config.
+		panic("tablestore: New: Options.Now is required")
 	}
 	return &Store{
 		svc:      svc,

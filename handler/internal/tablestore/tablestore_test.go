@@ -135,6 +135,9 @@ func newFixture(t *testing.T, opts tablestore.Options) *fixture {
 	if opts.PendingTable == "" {
 		opts.PendingTable = uniqueTable(t, svc, "sess")
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	keys := newKeyring("k1")
 	sealer := &countingSealer{Sealer: sealing.New(keys)}
 	return &fixture{
@@ -551,7 +554,7 @@ func TestListFetchesNoSealedColumns(t *testing.T) {
 		t.Fatal(err)
 	}
 	sealer := &countingSealer{Sealer: sealing.New(newKeyring("k1"))}
-	s := tablestore.New(svc, sealer, tablestore.Options{ConnectionsTable: uniqueTable(t, svc, "conn"), PendingTable: uniqueTable(t, svc, "sess")})
+	s := tablestore.New(svc, sealer, tablestore.Options{ConnectionsTable: uniqueTable(t, svc, "conn"), PendingTable: uniqueTable(t, svc, "sess"), Now: time.Now})
 	for i := range 5 {
 		if _, err := s.Create(t.Context(), connection.Connection{UserID: fmt.Sprint(i), Status: connection.StatusConnected, AccessToken: "at", RefreshToken: "rt"}); err != nil {
 			t.Fatal(err)
@@ -708,7 +711,7 @@ func TestTablesAreCreatedLazilyOnce(t *testing.T) {
 
 func TestDefaultTableNames(t *testing.T) {
 	svc := serviceClient(t)
-	s := tablestore.New(svc, sealing.New(newKeyring("k1")), tablestore.Options{})
+	s := tablestore.New(svc, sealing.New(newKeyring("k1")), tablestore.Options{Now: time.Now})
 	if err := s.EnsureTables(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -785,7 +788,7 @@ func TestListFillsPagesFromShortServicePages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := tablestore.Options{ConnectionsTable: uniqueTable(t, svc, "conn"), PendingTable: uniqueTable(t, svc, "sess")}
+	opts := tablestore.Options{ConnectionsTable: uniqueTable(t, svc, "conn"), PendingTable: uniqueTable(t, svc, "sess"), Now: time.Now}
 	s := tablestore.New(svc, sealing.New(newKeyring("k1")), opts)
 	want := map[string]bool{}
 	for i := range 30 {
@@ -882,11 +885,22 @@ func TestEnsureTablesRetriesAfterAFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := tablestore.New(svc, sealing.New(newKeyring("k1")), tablestore.Options{ConnectionsTable: uniqueTable(t, svc, "conn"), PendingTable: uniqueTable(t, svc, "sess")})
+	s := tablestore.New(svc, sealing.New(newKeyring("k1")), tablestore.Options{ConnectionsTable: uniqueTable(t, svc, "conn"), PendingTable: uniqueTable(t, svc, "sess"), Now: time.Now})
 	if _, err := s.Get(t.Context(), "42"); !errors.Is(err, errUnreachable) {
 		t.Fatalf("first Get = %v, want the creation failure", err)
 	}
 	if _, err := s.Get(t.Context(), "42"); !errors.Is(err, connection.ErrNotFound) {
 		t.Fatalf("second Get = %v, want ErrNotFound once the tables could be created", err)
 	}
+}
+
+// The clock is required at construction: a Store without one would stamp
+// rows with whatever a nil-fallback picked, so New refuses it outright.
+func TestNewRequiresAClock(t *testing.T) {
+	defer func() {
+		if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "Options.Now") {
+			t.Errorf("New without Now: recover() = %v, want a panic naming Options.Now", r)
+		}
+	}()
+	tablestore.New(serviceClient(t), sealing.New(newKeyring("k1")), tablestore.Options{})
 }

@@ -1,4 +1,4 @@
-package secrets
+package sealing_test
 
 import (
 	"bytes"
@@ -6,9 +6,11 @@ import (
 	"encoding/base64"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/megdocs/msconnector/handler/internal/sealing"
+	"github.com/megdocs/msconnector/handler/internal/secrets"
 )
 
 // keyBytes has '+' and '/' in standard base64 ('-' and '_' URL-safe), so the
@@ -26,8 +28,8 @@ func TestKeyringDecodesEncodings(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src := newStubSource()
-			src.set(Secret{Name: EncryptionKey, Value: tc.value, Version: "0123456789abcdef0123456789abcdef"})
-			key, err := NewKeyring(src).Current(context.Background())
+			src.set(secrets.Secret{Name: secrets.EncryptionKey, Value: tc.value, Version: "0123456789abcdef0123456789abcdef"})
+			key, err := sealing.NewSecretKeyring(src).Current(context.Background())
 			if err != nil {
 				t.Fatalf("Current: %v", err)
 			}
@@ -50,20 +52,20 @@ func TestKeyringRejectsMalformedKeys(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src := newStubSource()
-			src.set(Secret{Name: EncryptionKey, Value: tc.value, Version: tc.version})
-			_, err := NewKeyring(src).Current(context.Background())
-			var nc *NotConfiguredError
-			if !errors.As(err, &nc) || nc.Name != EncryptionKey {
-				t.Fatalf("err = %v, want *NotConfiguredError for %s", err, EncryptionKey)
+			src.set(secrets.Secret{Name: secrets.EncryptionKey, Value: tc.value, Version: tc.version})
+			_, err := sealing.NewSecretKeyring(src).Current(context.Background())
+			var nc *secrets.NotConfiguredError
+			if !errors.As(err, &nc) || nc.Name != secrets.EncryptionKey {
+				t.Fatalf("err = %v, want *secrets.NotConfiguredError for %s", err, secrets.EncryptionKey)
 			}
 			if strings.Contains(err.Error(), tc.value) {
 				t.Errorf("the error carries the value: %v", err)
 			}
 			// Through the sealer it is still "not configured" (503), not a
 			// sealing failure.
-			_, err = sealing.New(NewKeyring(src)).Seal(context.Background(), []byte("x"), nil)
-			if !errors.Is(err, ErrNotConfigured) {
-				t.Errorf("Seal: err = %v, want ErrNotConfigured", err)
+			_, err = sealing.New(sealing.NewSecretKeyring(src)).Seal(context.Background(), []byte("x"), nil)
+			if !errors.Is(err, secrets.ErrNotConfigured) {
+				t.Errorf("Seal: err = %v, want secrets.ErrNotConfigured", err)
 			}
 		})
 	}
@@ -73,21 +75,21 @@ func TestKeyringVersion(t *testing.T) {
 	ctx := context.Background()
 	src := newStubSource()
 	other := bytes.Repeat([]byte{7}, 32)
-	src.set(Secret{Name: EncryptionKey, Value: base64.StdEncoding.EncodeToString(other), Version: "old"})
-	src.set(Secret{Name: EncryptionKey, Value: base64.StdEncoding.EncodeToString(keyBytes), Version: "new"})
-	kr := NewKeyring(src)
+	src.set(secrets.Secret{Name: secrets.EncryptionKey, Value: base64.StdEncoding.EncodeToString(other), Version: "old"})
+	src.set(secrets.Secret{Name: secrets.EncryptionKey, Value: base64.StdEncoding.EncodeToString(keyBytes), Version: "new"})
+	kr := sealing.NewSecretKeyring(src)
 
 	key, err := kr.Version(ctx, "old")
 	if err != nil || key.Version != "old" || !bytes.Equal(key.Bytes, other) {
 		t.Errorf("Version(old) = %s %x, %v", key, key.Bytes, err)
 	}
-	if _, err := kr.Version(ctx, "missing"); !errors.Is(err, ErrNotConfigured) {
-		t.Errorf("Version(missing): err = %v, want ErrNotConfigured", err)
+	if _, err := kr.Version(ctx, "missing"); !errors.Is(err, secrets.ErrNotConfigured) {
+		t.Errorf("Version(missing): err = %v, want secrets.ErrNotConfigured", err)
 	}
 
 	// A source answering another version than asked is refused.
 	src.mu.Lock()
-	src.versions[EncryptionKey+"/liar"] = Secret{Name: EncryptionKey, Value: base64.StdEncoding.EncodeToString(keyBytes), Version: "new"}
+	src.versions[secrets.EncryptionKey+"/liar"] = secrets.Secret{Name: secrets.EncryptionKey, Value: base64.StdEncoding.EncodeToString(keyBytes), Version: "new"}
 	src.mu.Unlock()
 	if _, err := kr.Version(ctx, "liar"); err == nil {
 		t.Error("Version(liar) accepted another version's key")
@@ -97,8 +99,8 @@ func TestKeyringVersion(t *testing.T) {
 func TestKeyringCacheIsSafe(t *testing.T) {
 	ctx := context.Background()
 	src := newStubSource()
-	src.set(Secret{Name: EncryptionKey, Value: base64.StdEncoding.EncodeToString(keyBytes), Version: "v1"})
-	kr := NewKeyring(src)
+	src.set(secrets.Secret{Name: secrets.EncryptionKey, Value: base64.StdEncoding.EncodeToString(keyBytes), Version: "v1"})
+	kr := sealing.NewSecretKeyring(src)
 
 	first, err := kr.Current(ctx)
 	if err != nil {
@@ -118,7 +120,7 @@ func TestKeyringCacheIsSafe(t *testing.T) {
 	// Same version, different value (a source bug): decoded afresh, not
 	// served from the cache.
 	other := bytes.Repeat([]byte{9}, 32)
-	src.set(Secret{Name: EncryptionKey, Value: base64.StdEncoding.EncodeToString(other), Version: "v1"})
+	src.set(secrets.Secret{Name: secrets.EncryptionKey, Value: base64.StdEncoding.EncodeToString(other), Version: "v1"})
 	third, err := kr.Current(ctx)
 	if err != nil || !bytes.Equal(third.Bytes, other) {
 		t.Errorf("Current after the value changed = %x, %v", third.Bytes, err)
@@ -128,15 +130,15 @@ func TestKeyringCacheIsSafe(t *testing.T) {
 func TestKeyringRotation(t *testing.T) {
 	ctx := context.Background()
 	src := newStubSource()
-	src.set(Secret{Name: EncryptionKey, Value: base64.StdEncoding.EncodeToString(keyBytes), Version: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1"})
-	sealer := sealing.New(NewKeyring(src))
+	src.set(secrets.Secret{Name: secrets.EncryptionKey, Value: base64.StdEncoding.EncodeToString(keyBytes), Version: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1"})
+	sealer := sealing.New(sealing.NewSecretKeyring(src))
 	aad := []byte("connections|42|microsoft|RefreshTokenSealed")
 
 	old, err := sealer.Seal(ctx, []byte("sealed with v1"), aad)
 	if err != nil {
 		t.Fatalf("Seal v1: %v", err)
 	}
-	src.set(Secret{Name: EncryptionKey, Value: base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{3}, 32)), Version: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa2"})
+	src.set(secrets.Secret{Name: secrets.EncryptionKey, Value: base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{3}, 32)), Version: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa2"})
 	fresh, err := sealer.Seal(ctx, []byte("sealed with v2"), aad)
 	if err != nil {
 		t.Fatalf("Seal v2: %v", err)
@@ -156,8 +158,8 @@ func TestKeyringEnvKeyChange(t *testing.T) {
 	// Locally, replacing TOKEN_ENCRYPTION_KEY makes old rows name a version
 	// that is gone: "not configured", never "tampered".
 	ctx := context.Background()
-	env := map[string]string{EnvEncryptionKey: base64.StdEncoding.EncodeToString(keyBytes)}
-	sealer := sealing.New(NewKeyring(NewEnv(mapEnv(env))))
+	env := map[string]string{secrets.EnvEncryptionKey: base64.StdEncoding.EncodeToString(keyBytes)}
+	sealer := sealing.New(sealing.NewSecretKeyring(secrets.NewEnv(mapEnv(env))))
 	old, err := sealer.Seal(ctx, []byte("token"), nil)
 	if err != nil {
 		t.Fatalf("Seal: %v", err)
@@ -165,9 +167,55 @@ func TestKeyringEnvKeyChange(t *testing.T) {
 	if got, err := sealer.Open(ctx, old, nil); err != nil || string(got) != "token" {
 		t.Fatalf("Open before the change = %q, %v", got, err)
 	}
-	env[EnvEncryptionKey] = base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{5}, 32))
+	env[secrets.EnvEncryptionKey] = base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{5}, 32))
 	_, err = sealer.Open(ctx, old, nil)
-	if !errors.Is(err, ErrNotConfigured) || errors.Is(err, sealing.ErrOpen) {
-		t.Errorf("Open after the key changed: err = %v, want ErrNotConfigured", err)
+	if !errors.Is(err, secrets.ErrNotConfigured) || errors.Is(err, sealing.ErrOpen) {
+		t.Errorf("Open after the key changed: err = %v, want secrets.ErrNotConfigured", err)
 	}
 }
+
+// stubSource is an in-memory secrets.Source for the keyring tests: set
+// changes the current version at once, with no cache in between.
+type stubSource struct {
+	mu       sync.Mutex
+	current  map[string]secrets.Secret
+	versions map[string]secrets.Secret // name + "/" + version
+}
+
+func newStubSource() *stubSource {
+	return &stubSource{current: map[string]secrets.Secret{}, versions: map[string]secrets.Secret{}}
+}
+
+// set makes s the current version of its name (and a named version).
+func (s *stubSource) set(sec secrets.Secret) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.current[sec.Name] = sec
+	s.versions[sec.Name+"/"+sec.Version] = sec
+}
+
+func (s *stubSource) Get(_ context.Context, name string) (secrets.Secret, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sec, ok := s.current[name]
+	if !ok {
+		return secrets.Secret{}, &secrets.NotConfiguredError{Name: name, Reason: "not in the stub"}
+	}
+	return sec, nil
+}
+
+func (s *stubSource) GetVersion(_ context.Context, name, version string) (secrets.Secret, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sec, ok := s.versions[name+"/"+version]
+	if !ok {
+		return secrets.Secret{}, &secrets.NotConfiguredError{Name: name, Reason: "version not in the stub"}
+	}
+	return sec, nil
+}
+
+func (s *stubSource) Reload(ctx context.Context, name string) (secrets.Secret, error) {
+	return s.Get(ctx, name)
+}
+
+func mapEnv(m map[string]string) func(string) string { return func(k string) string { return m[k] } }

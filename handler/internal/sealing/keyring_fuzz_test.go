@@ -1,4 +1,4 @@
-package secrets
+package sealing_test
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/megdocs/msconnector/handler/internal/sealing"
+	"github.com/megdocs/msconnector/handler/internal/secrets"
 )
 
 // FuzzKeyring feeds any token-encryption-key value and version, as Key
@@ -44,9 +45,9 @@ func FuzzKeyring(f *testing.F) {
 		accept := decodable && sealing.ValidVersion(version)
 
 		if err != nil {
-			var nc *NotConfiguredError
-			if !errors.As(err, &nc) || nc.Name != EncryptionKey || !errors.Is(err, ErrNotConfigured) {
-				t.Fatalf("value %q version %q: err = %v, want a NotConfiguredError for %s", value, version, err, EncryptionKey)
+			var nc *secrets.NotConfiguredError
+			if !errors.As(err, &nc) || nc.Name != secrets.EncryptionKey || !errors.Is(err, secrets.ErrNotConfigured) {
+				t.Fatalf("value %q version %q: err = %v, want a secrets.NotConfiguredError for %s", value, version, err, secrets.EncryptionKey)
 			}
 			if accept {
 				t.Fatalf("refused base64 of 32 bytes %q under version %q: %v", value, version, err)
@@ -66,8 +67,8 @@ func FuzzKeyring(f *testing.F) {
 			t.Fatalf("value %q: key %s %x, want %x", value, got, got.Bytes, want)
 		}
 		src := newStubSource()
-		src.set(Secret{Name: EncryptionKey, Value: value, Version: version})
-		s := sealing.New(NewKeyring(src))
+		src.set(secrets.Secret{Name: secrets.EncryptionKey, Value: value, Version: version})
+		s := sealing.New(sealing.NewSecretKeyring(src))
 		sealed, err := s.Seal(ctx, []byte("refresh-token"), []byte("aad"))
 		if err != nil {
 			t.Fatalf("Seal with an accepted key: %v", err)
@@ -77,8 +78,8 @@ func FuzzKeyring(f *testing.F) {
 		}
 
 		// Locally the same value comes from TOKEN_ENCRYPTION_KEY: same key.
-		env := NewKeyring(NewEnv(func(k string) string {
-			if k == EnvEncryptionKey {
+		env := sealing.NewSecretKeyring(secrets.NewEnv(func(k string) string {
+			if k == secrets.EnvEncryptionKey {
 				return value
 			}
 			return ""
@@ -91,8 +92,8 @@ func FuzzKeyring(f *testing.F) {
 
 func currentKey(value, version string) (sealing.Key, error) {
 	src := newStubSource()
-	src.set(Secret{Name: EncryptionKey, Value: value, Version: version})
-	return NewKeyring(src).Current(context.Background())
+	src.set(secrets.Secret{Name: secrets.EncryptionKey, Value: value, Version: version})
+	return sealing.NewSecretKeyring(src).Current(context.Background())
 }
 
 // canonical32 is the oracle: the 32 bytes value is the exact encoding of,
