@@ -282,8 +282,13 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 			t.Errorf("the run saw %d %s values, want at least %d", n, what, atLeast)
 		}
 	}
+	// Deliveries go through the Storage queue and the local queue trigger
+	// (polling up to 2 s): wait for one, boundedly, before stopping.
+	for deadline := time.Now().Add(30 * time.Second); hooks.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
 	if hooks.Load() == 0 {
-		t.Error("no webhook was delivered: the webhook secret was never used")
+		t.Error("no webhook was delivered within 30 s: the webhook secret was never used")
 	}
 	// Stop the child so everything it prints, to its last line, is read.
 	s.Stop()

@@ -106,6 +106,9 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if logs == nil {
 		logs = io.Discard
 	}
+	// A HandlerBinary child keeps its own clock: only the caller's own
+	// choice of a clock is refused for it, not the default below.
+	clockGiven := o.Now != nil
 	if o.Now == nil {
 		o.Now = time.Now // the option's default, decided once for every part
 	}
@@ -212,16 +215,16 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err := s.startQueue(ctx, env); err != nil {
 		return nil, err
 	}
+	if o.HandlerBinary != "" && (o.HTTPClient != nil || clockGiven) {
+		hl.Close()
+		return nil, errors.New("devstack: HTTPClient and Now cannot reach a HandlerBinary child")
+	}
 	runCtx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
 	if o.HandlerBinary != "" {
-		if o.HTTPClient != nil || o.Now != nil {
-			hl.Close()
-			return nil, errors.New("devstack: HTTPClient and Now cannot reach a HandlerBinary child")
-		}
 		// The child listens on the port itself, as under the host.
 		hl.Close()
 		if err := s.startChild(runCtx, o, env); err != nil {
+			cancel()
 			return nil, err
 		}
 	} else {
@@ -230,6 +233,8 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			s.done <- app.Serve(runCtx, hl, cfg, app.Deps{Getenv: mapEnv(env), Log: component(logs, "handler"), HTTPClient: o.HTTPClient, Now: o.Now})
 		}()
 	}
+	// Set only once something will answer on s.done: Stop waits for it.
+	s.cancel = cancel
 
 	if cl != nil {
 		graph := env["MICROSOFT_GRAPH_URL"]

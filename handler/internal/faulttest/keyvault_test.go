@@ -179,9 +179,11 @@ func TestKeyVaultOutageAfterAGoodRead(t *testing.T) {
 	}
 }
 
-// eventually polls cond for up to 10 s.
+// eventually polls cond for up to 30 s: a patience for asynchronous work
+// (a background read giving up, its log line), not a timing assertion; a
+// loaded CI runner once took longer than 10 s here.
 func eventually(cond func() bool) bool {
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if cond() {
 			return true
 		}

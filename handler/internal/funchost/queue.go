@@ -182,33 +182,14 @@ type QueueFunc func(ctx context.Context, inv Invocation, m QueueMessage) (logs [
 // method but POST. fn's context carries a logger with invocation_id,
 // function and message_id.
 func QueueHandler(binding string, fn QueueFunc) http.Handler {
+	fields := func(c zerolog.Context, m QueueMessage) zerolog.Context {
+		return c.Str("message_id", m.ID).Int64("dequeue_count", m.DequeueCount)
+	}
+	call := func(ctx context.Context, inv Invocation, m QueueMessage) (any, []string, error) {
+		logs, err := fn(ctx, inv, m)
+		return nil, logs, err
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost {
-			w.Header().Set("Allow", http.MethodPost)
-			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "the host invokes functions with POST", nil)
-			return
-		}
-		m, inv, err := DecodeQueue(r.Body, binding)
-		inv.ID = r.Header.Get(InvocationIDHeader)
-		log := zerolog.Ctx(r.Context()).With().Str("invocation_id", inv.ID).Str("function", inv.FunctionName).
-			Str("message_id", m.ID).Int64("dequeue_count", m.DequeueCount).Logger()
-		if err != nil {
-			log.Warn().Err(err).Str("event", "invocation_invalid").Msg("invocation_invalid")
-			writeError(w, http.StatusBadRequest, "invalid_request", err.Error(), nil)
-			return
-		}
-		for _, warning := range inv.Warnings {
-			log.Warn().Str("warning", warning).Str("event", "invocation_warning").Msg("invocation_warning")
-		}
-		logs, err := fn(log.WithContext(r.Context()), inv, m)
-		all := append(append(make([]string, 0, len(inv.Warnings)+len(logs)), inv.Warnings...), logs...)
-		if err != nil {
-			log.Error().Err(err).Str("event", "invocation_failed").Msg("invocation_failed")
-			writeError(w, http.StatusInternalServerError, "internal_error", "the invocation failed", all)
-			return
-		}
-		if err := writeResponse(w, InvocationResponse{Logs: all}); err != nil {
-			log.Error().Err(err).Str("event", "invocation_failed").Msg("invocation_failed")
-		}
+		serveInvocation(w, r, binding, DecodeQueue, fields, call)
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 
 	"github.com/rs/zerolog"
@@ -109,37 +110,51 @@ type TimerFunc func(ctx context.Context, inv Invocation, t TimerInfo) (returnVal
 // Warnings from decoding are logged and put first in Logs.
 func TimerHandler(binding string, fn TimerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost {
-			w.Header().Set("Allow", http.MethodPost)
-			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "the host invokes functions with POST", nil)
-			return
-		}
-		t, inv, err := DecodeTimer(r.Body, binding)
-		inv.ID = r.Header.Get(InvocationIDHeader)
-		base := zerolog.Ctx(r.Context())
-		log := base.With().Str("invocation_id", inv.ID).Str("function", inv.FunctionName).Logger()
-		if err != nil {
-			log.Warn().Err(err).Str("event", "invocation_invalid").Msg("invocation_invalid")
-			writeError(w, http.StatusBadRequest, "invalid_request", err.Error(), nil)
-			return
-		}
-		for _, warning := range inv.Warnings {
-			log.Warn().Str("warning", warning).Str("event", "invocation_warning").Msg("invocation_warning")
-		}
-
-		ctx := log.WithContext(r.Context())
-		rv, logs, err := fn(ctx, inv, t)
-		all := make([]string, 0, len(inv.Warnings)+len(logs))
-		all = append(append(all, inv.Warnings...), logs...)
-		if err != nil {
-			log.Error().Err(err).Str("event", "invocation_failed").Msg("invocation_failed")
-			// The error's detail goes to the log above, not to the body
-			// (the contract's internal_error leaks nothing).
-			writeError(w, http.StatusInternalServerError, "internal_error", "the invocation failed", all)
-			return
-		}
-		if err := writeResponse(w, InvocationResponse{Logs: all, ReturnValue: rv}); err != nil {
-			log.Error().Err(err).Str("event", "invocation_failed").Msg("invocation_failed")
-		}
+		serveInvocation(w, r, binding, DecodeTimer, nil, fn)
 	})
+}
+
+// serveInvocation is every trigger's invocation path (TimerHandler,
+// QueueHandler): POST only; decode the binding's input T; a logger with
+// invocation_id and function (and what fields adds for T) in fn's context;
+// decoding warnings logged and put first in Logs; 400 invalid_request for
+// a body that is not an invocation; 500 internal_error when fn fails (its
+// detail only in the log); else 200 with fn's ReturnValue.
+func serveInvocation[T any](w http.ResponseWriter, r *http.Request, binding string,
+	decode func(io.Reader, string) (T, Invocation, error),
+	fields func(zerolog.Context, T) zerolog.Context,
+	fn func(context.Context, Invocation, T) (any, []string, error)) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "the host invokes functions with POST", nil)
+		return
+	}
+	in, inv, err := decode(r.Body, binding)
+	inv.ID = r.Header.Get(InvocationIDHeader)
+	lc := zerolog.Ctx(r.Context()).With().Str("invocation_id", inv.ID).Str("function", inv.FunctionName)
+	if fields != nil {
+		lc = fields(lc, in)
+	}
+	log := lc.Logger()
+	if err != nil {
+		log.Warn().Err(err).Str("event", "invocation_invalid").Msg("invocation_invalid")
+		writeError(w, http.StatusBadRequest, "invalid_request", err.Error(), nil)
+		return
+	}
+	for _, warning := range inv.Warnings {
+		log.Warn().Str("warning", warning).Str("event", "invocation_warning").Msg("invocation_warning")
+	}
+	rv, logs, err := fn(log.WithContext(r.Context()), inv, in)
+	all := make([]string, 0, len(inv.Warnings)+len(logs))
+	all = append(append(all, inv.Warnings...), logs...)
+	if err != nil {
+		log.Error().Err(err).Str("event", "invocation_failed").Msg("invocation_failed")
+		// The error's detail goes to the log above, not to the body
+		// (the contract's internal_error leaks nothing).
+		writeError(w, http.StatusInternalServerError, "internal_error", "the invocation failed", all)
+		return
+	}
+	if err := writeResponse(w, InvocationResponse{Logs: all, ReturnValue: rv}); err != nil {
+		log.Error().Err(err).Str("event", "invocation_failed").Msg("invocation_failed")
+	}
 }
