@@ -21,7 +21,7 @@ func loopDetected() devidp.Response {
 // and timer), and a person who signs in meanwhile is connected: the code
 // exchange is never held back.
 func TestA429PausesRefreshesButAPersonStillConnects(t *testing.T) {
-	clock := clocktest.New(time.Now()) // the handler's and the stand-in's
+	clock := clocktest.New(time.Now())                                                   // the handler's and the stand-in's
 	s := startStack(t, devstack.Options{IdentityExpiresIn: time.Second, Now: clock.Now}) // stored tokens expire at once
 	s.connect(t, "throttle-a", "ada@contoso.com")
 	clock.Advance(1100 * time.Millisecond)
@@ -69,7 +69,7 @@ func TestA429PausesRefreshesButAPersonStillConnects(t *testing.T) {
 // still refreshes. While paused, A's token API answers with the stored
 // token if it is still valid, else 503 with Retry-After.
 func TestLoopDetectionPausesOnlyThatConnection(t *testing.T) {
-	clock := clocktest.New(time.Now()) // the handler's and the stand-in's
+	clock := clocktest.New(time.Now())                                                       // the handler's and the stand-in's
 	s := startStack(t, devstack.Options{IdentityExpiresIn: 2 * time.Minute, Now: clock.Now}) // inside the refresh margin, still valid
 	s.connect(t, "loop-a", "ada@contoso.com")
 	s.IDP.SetExpiresIn(time.Second) // C and D get tokens that expire at once
