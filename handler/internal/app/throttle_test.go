@@ -21,8 +21,10 @@ func loopDetected() devidp.Response {
 // and timer), and a person who signs in meanwhile is connected: the code
 // exchange is never held back.
 func TestA429PausesRefreshesButAPersonStillConnects(t *testing.T) {
-	clock := clocktest.New(time.Now())                                                   // the handler's and the stand-in's
-	s := startStack(t, devstack.Options{IdentityExpiresIn: time.Second, Now: clock.Now}) // stored tokens expire at once
+	// Stored tokens expire at once on the handler's and the stand-in's
+	// settable clock.
+	clock := clocktest.New(time.Now())
+	s := startStack(t, devstack.Options{IdentityExpiresIn: time.Second, Now: clock.Now})
 	s.connect(t, "throttle-a", "ada@contoso.com")
 	clock.Advance(1100 * time.Millisecond)
 
