@@ -71,8 +71,10 @@ func TestA429PausesRefreshesButAPersonStillConnects(t *testing.T) {
 // still refreshes. While paused, A's token API answers with the stored
 // token if it is still valid, else 503 with Retry-After.
 func TestLoopDetectionPausesOnlyThatConnection(t *testing.T) {
-	clock := clocktest.New(time.Now())                                                       // the handler's and the stand-in's
-	s := startStack(t, devstack.Options{IdentityExpiresIn: 2 * time.Minute, Now: clock.Now}) // inside the refresh margin, still valid
+	// A's token is inside the refresh margin and still valid, on the
+	// handler's and the stand-in's settable clock.
+	clock := clocktest.New(time.Now())
+	s := startStack(t, devstack.Options{IdentityExpiresIn: 2 * time.Minute, Now: clock.Now})
 	s.connect(t, "loop-a", "ada@contoso.com")
 	s.IDP.SetExpiresIn(time.Second) // C and D get tokens that expire at once
 	s.connect(t, "loop-c", "grace@contoso.com")
