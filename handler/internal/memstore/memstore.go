@@ -30,7 +30,8 @@ import (
 // Options configure a Store. The zero value uses the real clock.
 type Options struct {
 	// Now stamps Connection.ConnectedAt and Pending.CreatedAt when the
-	// caller left them zero, as tablestore does. Nil: time.Now.
+	// caller left them zero, as tablestore does. Required (time.Now for
+	// a test that does not care).
 	Now func() time.Time
 }
 
@@ -55,14 +56,14 @@ var (
 	_ connection.PendingStore = (*Store)(nil)
 )
 
-// New returns an empty Store.
+// New returns an empty Store. It panics without opts.Now: like tablestore,
+// it does not choose a clock of its own.
 func New(opts Options) *Store {
-	now := opts.Now
-	if now == nil {
-		now = time.Now
+	if opts.Now == nil {
+		panic("memstore: Options.Now is required")
 	}
 	return &Store{
-		now:     now,
+		now:     opts.Now,
 		conns:   make(map[string]connection.Connection),
 		pending: make(map[pendingKey]connection.Pending),
 	}
