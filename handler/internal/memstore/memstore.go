@@ -12,8 +12,6 @@ package memstore
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -156,9 +154,8 @@ func (s *Store) Delete(_ context.Context, userID string) error {
 // filter it belongs to. Pages go in user_id order, so a connection appears
 // once however the map changes between pages.
 type cursor struct {
-	Mem    int    `json:"mem"`
-	Status string `json:"status"`
-	After  string `json:"after"`
+	connection.CursorHeader
+	After string `json:"after"`
 }
 
 const cursorVersion = 1
@@ -191,7 +188,7 @@ func (s *Store) List(_ context.Context, q connection.ListQuery) (connection.Page
 		}
 		if len(page.Connections) == q.Limit {
 			// There is more: the next page starts after the last one given.
-			page.NextCursor = encodeCursor(cursor{Mem: cursorVersion, Status: string(q.Status), After: page.Connections[q.Limit-1].UserID})
+			page.NextCursor = connection.EncodeCursor(cursor{connection.NewCursorHeader(cursorVersion, q.Status), page.Connections[q.Limit-1].UserID})
 			break
 		}
 		c = clone(c)
@@ -201,31 +198,12 @@ func (s *Store) List(_ context.Context, q connection.ListQuery) (connection.Page
 	return page, nil
 }
 
-func encodeCursor(c cursor) string {
-	b, err := json.Marshal(c)
-	if err != nil {
-		panic(err) // strings only: cannot fail
-	}
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
 func decodeCursor(s string, status connection.Status) (cursor, error) {
-	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
-	if err != nil {
-		return cursor{}, fmt.Errorf("%w: not base64url", connection.ErrBadCursor)
-	}
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
 	var c cursor
-	if err := dec.Decode(&c); err != nil || dec.More() {
-		return cursor{}, fmt.Errorf("%w: not a cursor", connection.ErrBadCursor)
+	if err := connection.DecodeCursor(s, &c, cursorVersion, status); err != nil {
+		return cursor{}, err
 	}
-	switch {
-	case c.Mem != cursorVersion:
-		return cursor{}, fmt.Errorf("%w: version %d", connection.ErrBadCursor, c.Mem)
-	case c.Status != string(status):
-		return cursor{}, fmt.Errorf("%w: issued for status %q, used with %q", connection.ErrBadCursor, c.Status, status)
-	case c.After == "":
+	if c.After == "" {
 		return cursor{}, fmt.Errorf("%w: no position", connection.ErrBadCursor)
 	}
 	return c, nil
