@@ -265,15 +265,8 @@ func ValidListQuery(q connection.ListQuery) error {
 
 func (s *Store) encodeConnection(ctx context.Context, c connection.Connection) ([]byte, error) {
 	pk := partitionKey(c.UserID)
-	props := map[string]any{
-		colUserID:      c.UserID,
-		colStatus:      string(c.Status),
-		colAccountID:   c.Account.ID,
-		colTenantID:    c.Account.TenantID,
-		colEmail:       c.Account.Email,
-		colDisplayName: c.Account.DisplayName,
-		colScopes:      strings.Join(c.Scopes, " "),
-	}
+	props := map[string]any{colUserID: c.UserID, colStatus: string(c.Status)}
+	setAccount(props, c.Account, c.Scopes)
 	setTime(props, colAccessTokenExpiresAt, c.AccessTokenExpiresAt)
 	setTime(props, colConnectedAt, c.ConnectedAt)
 	setTime(props, colLastRefreshedAt, c.LastRefreshedAt)
@@ -334,15 +327,11 @@ func (s *Store) decodeConnection(ctx context.Context, e rawEntity, withTokens bo
 		return c, err
 	}
 	r := &columns{e: e}
-	var status, scopes string
+	var status string
 	var lastErr connection.LastError
 	r.str(colUserID, &c.UserID)
 	r.str(colStatus, &status)
-	r.str(colAccountID, &c.Account.ID)
-	r.str(colTenantID, &c.Account.TenantID)
-	r.str(colEmail, &c.Account.Email)
-	r.str(colDisplayName, &c.Account.DisplayName)
-	r.str(colScopes, &scopes)
+	r.account(&c.Account, &c.Scopes)
 	r.str(colLastErrorCode, &lastErr.Code)
 	r.time(colAccessTokenExpiresAt, &c.AccessTokenExpiresAt)
 	r.time(colConnectedAt, &c.ConnectedAt)
@@ -361,9 +350,6 @@ func (s *Store) decodeConnection(ctx context.Context, e rawEntity, withTokens bo
 		return c, fmt.Errorf("row %s: column %s %q does not match the partition key", pk, colUserID, c.UserID)
 	}
 	c.Status = connection.Status(status)
-	if c.Scopes = strings.Fields(scopes); len(c.Scopes) == 0 {
-		c.Scopes = nil
-	}
 	if lastErr.Code != "" || !lastErr.At.IsZero() {
 		c.LastError = &lastErr
 	}
