@@ -25,10 +25,11 @@ build: ## Build the custom handler binary into bin/handler
 	$(GO) build -o bin/handler ./handler
 
 # The packages with concurrency of their own (shared Key Vault reads, the
-# sweep's workers, the throttle, webhook deliveries, the whole stack in app)
+# sweep's workers, the throttle, webhook deliveries, the shared diagnostics
+# computation and background lifetimes, the whole stack in app)
 # run under the race detector instead of a plain run: they wait on I/O, so
 # -race costs them little (README, "make test").
-RACE_DIRS := tokens sweep connectflow httpapi events secrets msidentity memstore app
+RACE_DIRS := tokens sweep connectflow httpapi events secrets msidentity memstore diagnostics lifetime app
 RACE_PKGS := $(foreach d,$(RACE_DIRS),./handler/internal/$(d)/...)
 empty :=
 space := $(empty) $(empty)

@@ -202,7 +202,7 @@ func run(ctx context.Context, o options) (err error) {
 	// The stand-in, in this process (the handler child reaches it over
 	// loopback like Microsoft).
 	clientSecret := randomString(32)
-	if e.idp, err = devidp.New(devidp.Config{ClientID: clientID, ClientSecret: clientSecret, RedirectURL: callback, Logger: zerolog.Nop()}); err != nil {
+	if e.idp, err = devidp.New(devidp.Config{ClientID: clientID, ClientSecret: clientSecret, RedirectURL: callback, Logger: zerolog.Nop(), Now: time.Now}); err != nil {
 		return err
 	}
 	il, err := net.Listen("tcp", "127.0.0.1:0")

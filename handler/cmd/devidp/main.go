@@ -95,6 +95,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		IdentityHeader: *identityHeader,
 		IssuerBase:     *issuerBase,
 		Logger:         log,
+		Now:            time.Now,
 	})
 	if err != nil {
 		return err

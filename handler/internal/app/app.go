@@ -200,6 +200,9 @@ func build(cfg config.Config, d Deps) *wiring {
 	}
 	diag := newDiagnostics(cfg, d, src)
 	b.w.srv.Diagnostics = diag
+	// The diagnostics computation uses every other piece: it is stopped
+	// first, whatever build returns after.
+	defer func() { b.w.stops = append(b.w.stops, diag.Close) }()
 	store := b.storage(src)
 	if store == nil {
 		return b.w
@@ -237,8 +240,9 @@ func (b *builder) secrets() secrets.Source {
 	var src secrets.Source
 	if b.cfg.KeyVaultURL != "" {
 		c, err := b.credential()
+		var kv *secrets.KeyVault
 		if err == nil {
-			src, err = secrets.NewKeyVault(b.cfg.KeyVaultURL, c, secrets.KeyVaultOptions{
+			kv, err = secrets.NewKeyVault(b.cfg.KeyVaultURL, c, secrets.KeyVaultOptions{
 				TTL: b.cfg.SecretsCacheTTL, Now: b.d.Now, Transport: b.d.HTTPClient, Logger: b.log,
 			})
 		}
@@ -246,6 +250,10 @@ func (b *builder) secrets() secrets.Source {
 			b.log.Error().Str("event", "not_configured").Err(err).Msg("cannot use KEY_VAULT_URL")
 			return nil
 		}
+		// Built first, so stopped last: every reader of secrets has
+		// ended before its shared reads are cancelled.
+		b.w.stops = append(b.w.stops, kv.Close)
+		src = kv
 	} else {
 		b.log.Warn().Str("event", "secrets_from_environment").Msg("KEY_VAULT_URL is not set: secrets come from environment variables (local development only)")
 		src = secrets.NewEnv(b.d.Getenv)

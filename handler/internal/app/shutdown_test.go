@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	azfake "github.com/Azure/azure-sdk-for-go/sdk/azcore/fake"
 	"github.com/rs/zerolog"
 
 	"github.com/megdocs/msconnector/handler/internal/config"
@@ -82,6 +83,29 @@ func TestBuildStopsTheTokenService(t *testing.T) {
 	}
 	if _, err := w.srv.Flow.Identity.Exchange(ctx, "code", "verifier"); err == nil || !strings.Contains(err.Error(), "msidentity: closed") {
 		t.Errorf("Exchange after stop = %v, want the closed client's error", err)
+	}
+	if r := w.srv.Diagnostics.Report(ctx); len(r.Checks) != 0 {
+		t.Errorf("diagnostics after stop computed %d checks, want none", len(r.Checks))
+	}
+}
+
+// With Key Vault, build hands its end to Serve too: after it, no read of
+// Key Vault starts. Nothing here reaches the network: the read is refused
+// before any request.
+func TestBuildStopsKeyVault(t *testing.T) {
+	settings := map[string]string{"KEY_VAULT_URL": "https://megdocs-test.vault.azure.net/"}
+	env := func(k string) string { return settings[k] }
+	w := build(config.Load(env), Deps{Getenv: env, Log: zerolog.Nop(), HTTPClient: NewHTTPClient(), Now: time.Now, Credential: &azfake.TokenCredential{}})
+	if w.srv.Keys == nil {
+		t.Fatal("no secrets source was built")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.stop(ctx); err != nil {
+		t.Fatalf("stop = %v", err)
+	}
+	if _, _, err := w.srv.Keys(ctx); err == nil || !strings.Contains(err.Error(), "key vault: closed") {
+		t.Errorf("reading the CMS key after stop = %v, want the closed Key Vault's error", err)
 	}
 }
 

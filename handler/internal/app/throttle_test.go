@@ -6,7 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/megdocs/msconnector/handler/internal/clocktest"
 	"github.com/megdocs/msconnector/handler/internal/devidp"
+	"github.com/megdocs/msconnector/handler/internal/devstack"
 )
 
 // loopDetected is Microsoft's AADSTS50196 answer to a refresh.
@@ -19,9 +21,12 @@ func loopDetected() devidp.Response {
 // and timer), and a person who signs in meanwhile is connected: the code
 // exchange is never held back.
 func TestA429PausesRefreshesButAPersonStillConnects(t *testing.T) {
-	s := startWith(t, time.Second, nil, nil) // stored tokens expire at once
+	// Stored tokens expire at once on the handler's and the stand-in's
+	// settable clock.
+	clock := clocktest.New(time.Now())
+	s := startStack(t, devstack.Options{IdentityExpiresIn: time.Second, Now: clock.Now})
 	s.connect(t, "throttle-a", "ada@contoso.com")
-	time.Sleep(1100 * time.Millisecond)
+	clock.Advance(1100 * time.Millisecond)
 
 	s.IDP.FailNext(1, devidp.Throttled(30*time.Second))
 	r := s.token(t, "throttle-a")
@@ -46,7 +51,7 @@ func TestA429PausesRefreshesButAPersonStillConnects(t *testing.T) {
 	// Refreshes stay paused: neither the token API nor the timer calls
 	// Microsoft.
 	refreshes := s.IDP.TokenRequests("refresh_token")
-	time.Sleep(1100 * time.Millisecond) // B's token expires too
+	clock.Advance(1100 * time.Millisecond) // B's token expires too
 	for _, u := range []string{"throttle-a", "throttle-b"} {
 		if r := s.token(t, u); r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" {
 			t.Errorf("token API for %s during the pause: %d %s", u, r.status, r.body)
@@ -66,12 +71,15 @@ func TestA429PausesRefreshesButAPersonStillConnects(t *testing.T) {
 // still refreshes. While paused, A's token API answers with the stored
 // token if it is still valid, else 503 with Retry-After.
 func TestLoopDetectionPausesOnlyThatConnection(t *testing.T) {
-	s := startWith(t, 2*time.Minute, nil, nil) // inside the refresh margin, still valid
+	// A's token is inside the refresh margin and still valid, on the
+	// handler's and the stand-in's settable clock.
+	clock := clocktest.New(time.Now())
+	s := startStack(t, devstack.Options{IdentityExpiresIn: 2 * time.Minute, Now: clock.Now})
 	s.connect(t, "loop-a", "ada@contoso.com")
 	s.IDP.SetExpiresIn(time.Second) // C and D get tokens that expire at once
 	s.connect(t, "loop-c", "grace@contoso.com")
 	s.connect(t, "loop-d", "ada@contoso.com")
-	time.Sleep(1100 * time.Millisecond)
+	clock.Advance(1100 * time.Millisecond)
 	stored := s.stored(t, "loop-a").AccessToken
 
 	// A meets 50196: it answers with its still-valid stored token.
@@ -80,7 +88,7 @@ func TestLoopDetectionPausesOnlyThatConnection(t *testing.T) {
 	if r.status != http.StatusOK || r.json(t)["access_token"] != stored {
 		t.Fatalf("token API for A on 50196: %d %s, want 200 with the stored token", r.status, r.body)
 	}
-	if until := s.stored(t, "loop-a").ThrottledUntil; until.Before(time.Now().Add(50*time.Second)) || until.After(time.Now().Add(61*time.Second)) {
+	if until := s.stored(t, "loop-a").ThrottledUntil; until.Before(clock.Now().Add(50*time.Second)) || until.After(clock.Now().Add(61*time.Second)) {
 		t.Errorf("A's row: ThrottledUntil = %v, want about a minute from now", until)
 	}
 	ev := s.logs.Events("throttled")

@@ -32,7 +32,7 @@ func (e expiringSource) Reload(ctx context.Context, name string) (secrets.Secret
 func TestSecretExpiringIsLoggedOnceADayAcrossInstances(t *testing.T) {
 	now := time.Date(2026, 11, 26, 0, 10, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
-	store := memstore.New(memstore.Options{})
+	store := memstore.New(memstore.Options{Now: time.Now})
 	var buf bytes.Buffer
 	log := zerolog.New(&buf)
 	src := expiringSource{expires: now.Add(20 * 24 * time.Hour)}

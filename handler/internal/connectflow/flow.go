@@ -291,19 +291,30 @@ func (s *Service) HandleCallback(ctx context.Context, cb Callback) (string, erro
 	return withResult(st.ReturnURL, url.Values{"microsoft": {"signed_in"}, "connect_code": {code}}), nil
 }
 
+// presented reads the pending entry of kind that a token presented by a
+// browser or the CMS (a state, a connect code) names: we store only its
+// hash. A malformed token, or one naming no entry, is invalid.
+func (s *Service) presented(ctx context.Context, kind connection.PendingKind, token string, invalid error) (connection.Pending, error) {
+	id, ok := hashToken(token)
+	if !ok {
+		return connection.Pending{}, invalid
+	}
+	p, err := s.Pending.GetPending(ctx, kind, id)
+	if errors.Is(err, connection.ErrNotFound) {
+		return connection.Pending{}, invalid
+	}
+	if err != nil {
+		return connection.Pending{}, fmt.Errorf("connectflow: read pending %s: %w", kind, err)
+	}
+	return p, nil
+}
+
 // takeState checks the state and the browser's cookie BEFORE consuming it,
 // so a request without the right cookie cannot burn the user's state.
 func (s *Service) takeState(ctx context.Context, cb Callback) (connection.Pending, error) {
-	id, ok := hashToken(cb.State)
-	if !ok {
-		return connection.Pending{}, ErrStateInvalid
-	}
-	st, err := s.Pending.GetPending(ctx, connection.PendingState, id)
-	if errors.Is(err, connection.ErrNotFound) {
-		return connection.Pending{}, ErrStateInvalid
-	}
+	st, err := s.presented(ctx, connection.PendingState, cb.State, ErrStateInvalid)
 	if err != nil {
-		return connection.Pending{}, fmt.Errorf("connectflow: read state: %w", err)
+		return connection.Pending{}, err
 	}
 	cookieHash, ok := hashToken(cb.Cookie)
 	if !ok || !constantTimeEqual(cookieHash, st.BrowserHash) || st.Used || !s.now().Before(st.ExpiresAt) {
@@ -345,16 +356,9 @@ func (s *Service) Complete(ctx context.Context, userID, connectCode string) (con
 	if err := validUserID(userID); err != nil {
 		return connection.Connection{}, err
 	}
-	id, ok := hashToken(connectCode)
-	if !ok {
-		return connection.Connection{}, ErrConnectCodeInvalid
-	}
-	pc, err := s.Pending.GetPending(ctx, connection.PendingConnect, id)
-	if errors.Is(err, connection.ErrNotFound) {
-		return connection.Connection{}, ErrConnectCodeInvalid
-	}
+	pc, err := s.presented(ctx, connection.PendingConnect, connectCode, ErrConnectCodeInvalid)
 	if err != nil {
-		return connection.Connection{}, fmt.Errorf("connectflow: read pending connect: %w", err)
+		return connection.Connection{}, err
 	}
 	now := s.now()
 	if !now.Before(pc.ExpiresAt) {

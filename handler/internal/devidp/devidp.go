@@ -111,8 +111,8 @@ type Config struct {
 	// https://login.partner.microsoftonline.cn) or the alias
 	// login.windows.net (issuer https://login.microsoftonline.com).
 	IssuerBase string
-	// Now is the clock (time.Now when nil): code and token lifetimes,
-	// revocation and the 90-day inactivity window use it.
+	// Now is the clock, required (time.Now for a live stand-in): code and
+	// token lifetimes, revocation and the 90-day inactivity window use it.
 	Now func() time.Time
 	// Logger receives one line per request outcome (never a token).
 	Logger zerolog.Logger
@@ -205,6 +205,9 @@ type miRecord struct {
 
 // New builds a Server.
 func New(cfg Config) (*Server, error) {
+	if cfg.Now == nil {
+		return nil, errors.New("devidp: Config.Now is required")
+	}
 	if cfg.ClientID == "" {
 		return nil, errors.New("devidp: client id is required")
 	}
@@ -235,9 +238,6 @@ func New(cfg Config) (*Server, error) {
 		cfg.HomeTenantID = ContosoTenantID
 	}
 	now := cfg.Now
-	if now == nil {
-		now = time.Now
-	}
 	s := &Server{
 		cfg:       cfg,
 		now:       now,

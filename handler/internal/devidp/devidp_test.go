@@ -808,10 +808,11 @@ func TestAdminPage(t *testing.T) {
 
 func TestNewValidates(t *testing.T) {
 	for _, cfg := range []devidp.Config{
-		{RedirectURL: redirect},
-		{ClientID: clientID},
-		{ClientID: clientID, RedirectURL: redirect, Accounts: []devidp.Account{{OID: "x", TenantID: "t"}}},
-		{ClientID: clientID, RedirectURL: redirect, Accounts: []devidp.Account{ada, ada}},
+		{RedirectURL: redirect, Now: time.Now},
+		{ClientID: clientID, Now: time.Now},
+		{ClientID: clientID, RedirectURL: redirect, Accounts: []devidp.Account{{OID: "x", TenantID: "t"}}, Now: time.Now},
+		{ClientID: clientID, RedirectURL: redirect, Accounts: []devidp.Account{ada, ada}, Now: time.Now},
+		{ClientID: clientID, RedirectURL: redirect}, // no clock
 	} {
 		if _, err := devidp.New(cfg); err == nil || !strings.HasPrefix(err.Error(), "devidp: ") {
 			t.Errorf("New(%+v) = %v, want a devidp error", cfg, err)

@@ -96,8 +96,11 @@ type Stack struct {
 	trigger *queuehost.Host   // plays the host's queue trigger
 	cancel  context.CancelFunc
 	done    chan error
-	servers []*http.Server
-	clock   func() time.Time
+	// timerDone is closed when the timer (Options.Timer) has stopped;
+	// nil without one.
+	timerDone chan struct{}
+	servers   []*http.Server
+	clock     func() time.Time
 }
 
 // Start brings everything up and returns once every part answers.
@@ -262,7 +265,11 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, err
 	}
 	if o.Timer > 0 {
-		go s.runTimer(runCtx, o.Timer)
+		s.timerDone = make(chan struct{})
+		go func() {
+			defer close(s.timerDone)
+			s.runTimer(runCtx, o.Timer)
+		}()
 	}
 	return s, nil
 }
@@ -277,6 +284,10 @@ func (s *Stack) Stop() {
 		s.cancel()
 		<-s.done
 		s.cancel = nil
+	}
+	if s.timerDone != nil {
+		<-s.timerDone // its sweep ends with the cancelled context
+		s.timerDone = nil
 	}
 	for _, hs := range s.servers {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

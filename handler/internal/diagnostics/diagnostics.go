@@ -15,6 +15,7 @@ package diagnostics
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 
 	"github.com/megdocs/msconnector/handler/internal/config"
 	"github.com/megdocs/msconnector/handler/internal/connection"
+	"github.com/megdocs/msconnector/handler/internal/lifetime"
 	"github.com/megdocs/msconnector/handler/internal/secrets"
 )
 
@@ -101,6 +103,9 @@ type Service struct {
 	last     *Report
 	lastAt   time.Time // when last was computed, to the nanosecond
 	inflight *flight
+	// life is the computation's: it outlives the caller that started it,
+	// and Close ends it.
+	life lifetime.Group
 }
 
 type flight struct {
@@ -112,7 +117,8 @@ type flight struct {
 // computes a new one; callers arriving during a computation wait for it
 // (or for their ctx) and get its result. The computation itself is not
 // tied to the first caller's ctx: a client hanging up must not leave the
-// others with a cancelled result.
+// others with a cancelled result. After Close no computation starts: the
+// answer is an empty report, as for a caller that left.
 func (s *Service) Report(ctx context.Context) Report {
 	s.mu.Lock()
 	if s.last != nil && s.now().Sub(s.lastAt) < s.ttl() {
@@ -123,8 +129,11 @@ func (s *Service) Report(ctx context.Context) Report {
 	f := s.inflight
 	if f == nil {
 		f = &flight{done: make(chan struct{})}
+		if !s.life.Go(ctx, func(ctx context.Context) { s.compute(ctx, f) }) {
+			s.mu.Unlock()
+			return Report{CheckedAt: s.now(), Checks: []Check{}}
+		}
 		s.inflight = f
-		go s.compute(context.WithoutCancel(ctx), f)
 	}
 	s.mu.Unlock()
 	select {
@@ -134,6 +143,17 @@ func (s *Service) Report(ctx context.Context) Report {
 		// The caller is gone; the computation finishes for the next one.
 		return Report{CheckedAt: s.now(), Checks: []Check{}}
 	}
+}
+
+// Close cancels a computation in flight (its checks end with their
+// context's error) and waits for it, at most until ctx is done; later
+// calls to Report compute nothing. Call it once no request can reach the
+// Service (app.Serve: after the HTTP server's Shutdown).
+func (s *Service) Close(ctx context.Context) error {
+	if err := s.life.Close(ctx); err != nil {
+		return fmt.Errorf("diagnostics: close: %w", err)
+	}
+	return nil
 }
 
 func (s *Service) compute(ctx context.Context, f *flight) {

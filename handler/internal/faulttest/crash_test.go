@@ -57,7 +57,7 @@ func TestCrashInTheMiddleOfASweep(t *testing.T) {
 
 	callback := "http://localhost:7071/api/callback" // no connect flow runs here
 	clientSecret := randomString(32)
-	idp, err := devidp.New(devidp.Config{ClientID: clientID, ClientSecret: clientSecret, RedirectURL: callback, Accounts: testAccounts(accounts)})
+	idp, err := devidp.New(devidp.Config{ClientID: clientID, ClientSecret: clientSecret, RedirectURL: callback, Accounts: testAccounts(accounts), Now: time.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

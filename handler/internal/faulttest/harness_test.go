@@ -154,7 +154,7 @@ func start(t *testing.T, o options) *stack {
 	_, _ = rand.Read(encKey)
 	idp, err := devidp.New(devidp.Config{
 		ClientID: clientID, ClientSecret: clientSecret, RedirectURL: handlerURL + "/api/callback",
-		Accounts: accounts, Logger: component(logs, "devidp"),
+		Accounts: accounts, Logger: component(logs, "devidp"), Now: time.Now,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -49,7 +49,9 @@ type Server struct {
 	// moves the message to the poison queue, where nothing is lost.
 	Webhook http.Handler
 	Log     zerolog.Logger
-	Now     func() time.Time
+	// Now is the clock, required (time.Now in production): Handler
+	// panics without it.
+	Now func() time.Time
 
 	// Diagnostics serves GET /api/diagnostics (diagnostics.go); nil answers
 	// 503 not_configured.
@@ -58,7 +60,11 @@ type Server struct {
 
 // Handler returns the routes. Every route of the contract is here and only
 // here; the infra cross-check test reads these patterns.
+// It panics without s.Now: the Server does not choose a clock of its own.
 func (s *Server) Handler() http.Handler {
+	if s.Now == nil {
+		panic("httpapi: Server.Now is required")
+	}
 	mux := http.NewServeMux()
 	storage := []config.Area{config.AreaStorage}
 	ms := []config.Area{config.AreaStorage, config.AreaMicrosoft}
@@ -233,9 +239,4 @@ func dedupe(in []string) []string {
 	return out
 }
 
-func (s *Server) now() time.Time {
-	if s.Now != nil {
-		return s.Now().UTC()
-	}
-	return time.Now().UTC()
-}
+func (s *Server) now() time.Time { return s.Now().UTC() }

@@ -12,8 +12,6 @@ package memstore
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -30,7 +28,8 @@ import (
 // Options configure a Store. The zero value uses the real clock.
 type Options struct {
 	// Now stamps Connection.ConnectedAt and Pending.CreatedAt when the
-	// caller left them zero, as tablestore does. Nil: time.Now.
+	// caller left them zero, as tablestore does. Required (time.Now for
+	// a test that does not care).
 	Now func() time.Time
 }
 
@@ -55,14 +54,14 @@ var (
 	_ connection.PendingStore = (*Store)(nil)
 )
 
-// New returns an empty Store.
+// New returns an empty Store. It panics without opts.Now: like tablestore,
+// it does not choose a clock of its own.
 func New(opts Options) *Store {
-	now := opts.Now
-	if now == nil {
-		now = time.Now
+	if opts.Now == nil {
+		panic("memstore: Options.Now is required")
 	}
 	return &Store{
-		now:     now,
+		now:     opts.Now,
 		conns:   make(map[string]connection.Connection),
 		pending: make(map[pendingKey]connection.Pending),
 	}
@@ -155,9 +154,8 @@ func (s *Store) Delete(_ context.Context, userID string) error {
 // filter it belongs to. Pages go in user_id order, so a connection appears
 // once however the map changes between pages.
 type cursor struct {
-	Mem    int    `json:"mem"`
-	Status string `json:"status"`
-	After  string `json:"after"`
+	connection.CursorHeader
+	After string `json:"after"`
 }
 
 const cursorVersion = 1
@@ -190,7 +188,7 @@ func (s *Store) List(_ context.Context, q connection.ListQuery) (connection.Page
 		}
 		if len(page.Connections) == q.Limit {
 			// There is more: the next page starts after the last one given.
-			page.NextCursor = encodeCursor(cursor{Mem: cursorVersion, Status: string(q.Status), After: page.Connections[q.Limit-1].UserID})
+			page.NextCursor = connection.EncodeCursor(cursor{connection.NewCursorHeader(cursorVersion, q.Status), page.Connections[q.Limit-1].UserID})
 			break
 		}
 		c = clone(c)
@@ -200,31 +198,12 @@ func (s *Store) List(_ context.Context, q connection.ListQuery) (connection.Page
 	return page, nil
 }
 
-func encodeCursor(c cursor) string {
-	b, err := json.Marshal(c)
-	if err != nil {
-		panic(err) // strings only: cannot fail
-	}
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
 func decodeCursor(s string, status connection.Status) (cursor, error) {
-	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
-	if err != nil {
-		return cursor{}, fmt.Errorf("%w: not base64url", connection.ErrBadCursor)
-	}
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
 	var c cursor
-	if err := dec.Decode(&c); err != nil || dec.More() {
-		return cursor{}, fmt.Errorf("%w: not a cursor", connection.ErrBadCursor)
+	if err := connection.DecodeCursor(s, &c, cursorVersion, status); err != nil {
+		return cursor{}, err
 	}
-	switch {
-	case c.Mem != cursorVersion:
-		return cursor{}, fmt.Errorf("%w: version %d", connection.ErrBadCursor, c.Mem)
-	case c.Status != string(status):
-		return cursor{}, fmt.Errorf("%w: issued for status %q, used with %q", connection.ErrBadCursor, c.Status, status)
-	case c.After == "":
+	if c.After == "" {
 		return cursor{}, fmt.Errorf("%w: no position", connection.ErrBadCursor)
 	}
 	return c, nil

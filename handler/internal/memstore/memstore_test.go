@@ -1,6 +1,7 @@
 package memstore_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -11,7 +12,7 @@ import (
 
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) (connection.Store, connection.PendingStore) {
-		s := memstore.New(memstore.Options{})
+		s := memstore.New(memstore.Options{Now: time.Now})
 		return s, s
 	})
 }
@@ -45,7 +46,7 @@ func TestNowStampsMissingTimes(t *testing.T) {
 // The store keeps what Table Storage keeps, so a service test cannot rely
 // on more: UTC, 100 ns.
 func TestTimesAtStoragePrecision(t *testing.T) {
-	s := memstore.New(memstore.Options{})
+	s := memstore.New(memstore.Options{Now: time.Now})
 	at := time.Date(2026, 11, 25, 23, 40, 0, 123456789, time.FixedZone("CET", 3600))
 	if _, err := s.Create(t.Context(), connection.Connection{UserID: "42", Status: connection.StatusConnected, AccessTokenExpiresAt: at}); err != nil {
 		t.Fatal(err)
@@ -62,7 +63,7 @@ func TestTimesAtStoragePrecision(t *testing.T) {
 
 // Returned values share nothing with the store.
 func TestNoAliasing(t *testing.T) {
-	s := memstore.New(memstore.Options{})
+	s := memstore.New(memstore.Options{Now: time.Now})
 	in := connection.Connection{UserID: "42", Status: connection.StatusConnected, Scopes: []string{"a", "b"},
 		LastError: &connection.LastError{Code: "x"}}
 	if _, err := s.Create(t.Context(), in); err != nil {
@@ -77,4 +78,14 @@ func TestNoAliasing(t *testing.T) {
 	if again.Scopes[0] != "a" || again.Scopes[1] != "b" || again.LastError.Code != "x" {
 		t.Errorf("stored state changed through a caller's slice or pointer: %v %v", again.Scopes, *again.LastError)
 	}
+}
+
+// The fake does not choose a clock of its own, like tablestore.
+func TestNowIsRequired(t *testing.T) {
+	defer func() {
+		if r, _ := recover().(string); !strings.Contains(r, "Options.Now is required") {
+			t.Errorf("New without Now: recover() = %q, want a panic naming Options.Now", r)
+		}
+	}()
+	memstore.New(memstore.Options{})
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/megdocs/msconnector/handler/internal/connection"
+	"github.com/megdocs/msconnector/handler/internal/lifetime"
 )
 
 // The discovery document names the issuer, which changes with the cloud and
@@ -78,10 +79,7 @@ type discovery struct {
 	inflight  *fetchCall // the running fetch, if any
 
 	// The fetch outlives the caller that started it; close ends it.
-	life   context.Context
-	stop   context.CancelFunc
-	closed bool
-	fetchs sync.WaitGroup // added to only under mu while not closed
+	life lifetime.Group
 }
 
 // fetchCall is one fetch and, once done is closed, its outcome.
@@ -92,10 +90,9 @@ type fetchCall struct {
 }
 
 func newDiscovery(authority, tenant string, hc *http.Client, now func() time.Time) *discovery {
-	life, stop := context.WithCancel(context.Background())
 	return &discovery{
 		url: authority + "/" + url.PathEscape(tenant) + "/v2.0/.well-known/openid-configuration",
-		hc:  hc, now: now, timeout: discoveryTimeout, life: life, stop: stop,
+		hc:  hc, now: now, timeout: discoveryTimeout,
 	}
 }
 
@@ -105,18 +102,10 @@ var errClosed = errors.New("msidentity: closed")
 // close cancels a fetch in flight and waits for it, at most until ctx is
 // done; later fetches fail with errClosed.
 func (d *discovery) close(ctx context.Context) error {
-	d.mu.Lock()
-	d.closed = true
-	d.mu.Unlock()
-	d.stop()
-	done := make(chan struct{})
-	go func() { d.fetchs.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("msidentity: close: %w", ctx.Err())
+	if err := d.life.Close(ctx); err != nil {
+		return fmt.Errorf("msidentity: close: %w", err)
 	}
+	return nil
 }
 
 // issuerTemplate returns the announced issuer, possibly holding
@@ -137,17 +126,15 @@ func (d *discovery) issuerTemplate(ctx context.Context) (string, error) {
 	}
 	call := d.inflight
 	if call == nil {
-		if d.closed {
-			d.mu.Unlock()
-			return "", &DiscoveryError{URL: d.url, Err: errClosed}
-		}
 		call = &fetchCall{done: make(chan struct{})}
-		d.inflight = call
 		// Detached from the caller: the fetch serves every waiter, and
 		// one browser closing its tab must not fail the others. Its
 		// lifetime is the Client's.
-		d.fetchs.Add(1)
-		go d.fetch(d.life, call)
+		if !d.life.Go(ctx, func(ctx context.Context) { d.fetch(ctx, call) }) {
+			d.mu.Unlock()
+			return "", &DiscoveryError{URL: d.url, Err: errClosed}
+		}
+		d.inflight = call
 	}
 	d.mu.Unlock()
 	select {
@@ -160,7 +147,6 @@ func (d *discovery) issuerTemplate(ctx context.Context) (string, error) {
 
 // fetch reads the document once and records the outcome.
 func (d *discovery) fetch(ctx context.Context, call *fetchCall) {
-	defer d.fetchs.Done()
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	iss, err := d.get(ctx)

@@ -20,6 +20,9 @@ import (
 func startStandIn(t *testing.T, cfg devidp.Config) (*devidp.Server, string) {
 	t.Helper()
 	cfg.ClientID, cfg.RedirectURL = testClientID, testRedirect
+	if cfg.Now == nil {
+		cfg.Now = time.Now // these tests' stand-in runs on the wall clock
+	}
 	s, err := devidp.New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -105,16 +105,18 @@ func (k *KeyVault) lastKnown(key slotKey) (last Secret, lastErr error, known boo
 }
 
 func (k *KeyVault) read(ctx context.Context, key slotKey) (Secret, error) {
-	return k.flight.do(ctx, key.name+"/"+key.version, func() (Secret, error) {
+	return k.flight.do(ctx, key.name+"/"+key.version, func(ctx context.Context) (Secret, error) {
 		return k.fetch(ctx, key)
 	})
 }
 
-// fetch reads key from Key Vault and records the outcome. It runs detached
-// from the caller's cancellation: other readers may be waiting for it, and
-// a value read is worth caching even if the first caller gave up.
+// fetch reads key from Key Vault and records the outcome. ctx is the
+// flight's, detached from the caller's cancellation: other readers may be
+// waiting for it, and a value read is worth caching even if the first
+// caller gave up. Close cancels it.
 func (k *KeyVault) fetch(ctx context.Context, key slotKey) (Secret, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), k.fetchTimeout)
+	life := ctx
+	ctx, cancel := context.WithTimeout(ctx, k.fetchTimeout)
 	defer cancel()
 	resp, err := k.client.GetSecret(ctx, key.name, key.version, nil)
 	var s Secret
@@ -122,6 +124,11 @@ func (k *KeyVault) fetch(ctx context.Context, key slotKey) (Secret, error) {
 		s, err = secretFrom(key, resp.Secret)
 	}
 	now := k.now()
+	if err != nil && life.Err() != nil {
+		// Cancelled by Close: not something Key Vault said, so not
+		// recorded as its answer.
+		return Secret{}, errClosed
+	}
 	if err != nil {
 		return k.failed(key, err, now)
 	}
@@ -177,4 +184,16 @@ func (k *KeyVault) slot(key slotKey) *slot {
 		k.slots[key] = s
 	}
 	return s
+}
+
+// Close ends the KeyVault's background work (a read in flight, which
+// outlives the caller that started it) and waits for it, at most until ctx
+// is done. A read that needs Key Vault after Close fails; what is cached
+// still answers. app.Serve calls it last, after every component that reads
+// secrets has ended.
+func (k *KeyVault) Close(ctx context.Context) error {
+	if err := k.flight.close(ctx); err != nil {
+		return fmt.Errorf("secrets: key vault: close: %w", err)
+	}
+	return nil
 }

@@ -13,7 +13,7 @@ import (
 // The sweep counts every listed connection by status and by missing scope
 // (across pages) and records that with its summary for diagnostics.
 func TestSweepRecordsCountsForDiagnostics(t *testing.T) {
-	store := memstore.New(memstore.Options{})
+	store := memstore.New(memstore.Options{Now: time.Now})
 	seed(t, store, 9, 6, 4) // scopes: none stored
 	required := []string{"User.Read", "Files.ReadWrite.All", "offline_access"}
 	add := func(id string, scopes []string) {
@@ -87,7 +87,7 @@ func (listFails) List(context.Context, connection.ListQuery) (connection.Page, e
 }
 
 func TestSweepWhoseListingFailedIsNotRecorded(t *testing.T) {
-	store := memstore.New(memstore.Options{})
+	store := memstore.New(memstore.Options{Now: time.Now})
 	sw := newSweeper(store, &fakeTokens{seen: map[string]int{}}, func() time.Time { return t0 })
 	sw.Store = listFails{store}
 	recorded := 0

@@ -73,7 +73,7 @@ func newSweeper(store *memstore.Store, ft *fakeTokens, now func() time.Time) *Sw
 }
 
 func TestSweepRefreshesEveryDueConnectionOnce(t *testing.T) {
-	store := memstore.New(memstore.Options{})
+	store := memstore.New(memstore.Options{Now: time.Now})
 	seed(t, store, 50, 20, 5)
 	ft := &fakeTokens{seen: map[string]int{}, hold: time.Millisecond}
 	sum, err := newSweeper(store, ft, func() time.Time { return t0 }).Run(context.Background())
@@ -94,7 +94,7 @@ func TestSweepRefreshesEveryDueConnectionOnce(t *testing.T) {
 }
 
 func TestSweepStopsStartingWorkAtTheDeadline(t *testing.T) {
-	store := memstore.New(memstore.Options{})
+	store := memstore.New(memstore.Options{Now: time.Now})
 	seed(t, store, 40, 0, 0)
 	var calls atomic.Int64
 	start := t0
@@ -113,7 +113,7 @@ func TestSweepStopsStartingWorkAtTheDeadline(t *testing.T) {
 }
 
 func TestSweepStopsAfterAConfigurationError(t *testing.T) {
-	store := memstore.New(memstore.Options{})
+	store := memstore.New(memstore.Options{Now: time.Now})
 	seed(t, store, 30, 0, 0)
 	ft := &fakeTokens{seen: map[string]int{}, outcome: func(string) (tokens.Outcome, error) {
 		return tokens.ConfigurationFailure, errors.New("invalid_client")
@@ -134,7 +134,7 @@ func TestSweepStopsAfterAConfigurationError(t *testing.T) {
 }
 
 func TestSweepDeletesExpiredSessions(t *testing.T) {
-	store := memstore.New(memstore.Options{})
+	store := memstore.New(memstore.Options{Now: time.Now})
 	ctx := context.Background()
 	for i, exp := range []time.Time{t0.Add(-time.Minute), t0.Add(time.Minute)} {
 		id := fmt.Sprintf("%064x", i+1)
@@ -154,7 +154,7 @@ func TestSweepDeletesExpiredSessions(t *testing.T) {
 // A signed-in result nobody completed goes with the same clean-up: its
 // sealed tokens do not outlive the code's 10 minutes by more than a sweep.
 func TestSweepDeletesExpiredPendingConnects(t *testing.T) {
-	store := memstore.New(memstore.Options{})
+	store := memstore.New(memstore.Options{Now: time.Now})
 	ctx := context.Background()
 	for i, exp := range []time.Time{t0.Add(-time.Second), t0.Add(time.Minute)} {
 		p := connection.Pending{Kind: connection.PendingConnect, ID: fmt.Sprintf("%064x", i+1), UserID: "u",
@@ -177,7 +177,7 @@ func TestSweepDeletesExpiredPendingConnects(t *testing.T) {
 }
 
 func TestSweepSkipsAPausedConnection(t *testing.T) {
-	store := memstore.New(memstore.Options{})
+	store := memstore.New(memstore.Options{Now: time.Now})
 	seed(t, store, 3, 0, 0)
 	// due-0001 met AADSTS50196 on some instance: its row says until when.
 	c, err := store.Get(context.Background(), "due-0001")
@@ -212,7 +212,7 @@ func TestSweepSkipsAPausedConnection(t *testing.T) {
 // the deadline stops and says so, with no wall time passing at all (a
 // wall-clock timer would never fire in this test).
 func TestSweepDeadlineIsOnTheInjectedClock(t *testing.T) {
-	store := memstore.New(memstore.Options{})
+	store := memstore.New(memstore.Options{Now: time.Now})
 	seed(t, store, 40, 0, 0)
 	clock := clocktest.New(t0)
 	ft := &fakeTokens{seen: map[string]int{}, outcome: func(string) (tokens.Outcome, error) {
@@ -241,7 +241,7 @@ func TestSweepConfigurationStopWrapsTheCause(t *testing.T) {
 	ft := &fakeTokens{seen: map[string]int{}, outcome: func(string) (tokens.Outcome, error) {
 		return tokens.ConfigurationFailure, invalidClient
 	}}
-	sw := newSweeper(memstore.New(memstore.Options{}), ft, func() time.Time { return t0 })
+	sw := newSweeper(memstore.New(memstore.Options{Now: time.Now}), ft, func() time.Time { return t0 })
 	r := &run{s: sw, deadline: t0.Add(time.Hour)}
 	r.ctx, r.stop = context.WithCancelCause(context.Background())
 	in := make(chan string, 1)

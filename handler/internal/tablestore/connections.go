@@ -2,8 +2,6 @@ package tablestore
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -267,15 +265,8 @@ func ValidListQuery(q connection.ListQuery) error {
 
 func (s *Store) encodeConnection(ctx context.Context, c connection.Connection) ([]byte, error) {
 	pk := partitionKey(c.UserID)
-	props := map[string]any{
-		colUserID:      c.UserID,
-		colStatus:      string(c.Status),
-		colAccountID:   c.Account.ID,
-		colTenantID:    c.Account.TenantID,
-		colEmail:       c.Account.Email,
-		colDisplayName: c.Account.DisplayName,
-		colScopes:      strings.Join(c.Scopes, " "),
-	}
+	props := map[string]any{colUserID: c.UserID, colStatus: string(c.Status)}
+	setAccount(props, c.Account, c.Scopes)
 	setTime(props, colAccessTokenExpiresAt, c.AccessTokenExpiresAt)
 	setTime(props, colConnectedAt, c.ConnectedAt)
 	setTime(props, colLastRefreshedAt, c.LastRefreshedAt)
@@ -336,15 +327,11 @@ func (s *Store) decodeConnection(ctx context.Context, e rawEntity, withTokens bo
 		return c, err
 	}
 	r := &columns{e: e}
-	var status, scopes string
+	var status string
 	var lastErr connection.LastError
 	r.str(colUserID, &c.UserID)
 	r.str(colStatus, &status)
-	r.str(colAccountID, &c.Account.ID)
-	r.str(colTenantID, &c.Account.TenantID)
-	r.str(colEmail, &c.Account.Email)
-	r.str(colDisplayName, &c.Account.DisplayName)
-	r.str(colScopes, &scopes)
+	r.account(&c.Account, &c.Scopes)
 	r.str(colLastErrorCode, &lastErr.Code)
 	r.time(colAccessTokenExpiresAt, &c.AccessTokenExpiresAt)
 	r.time(colConnectedAt, &c.ConnectedAt)
@@ -363,9 +350,6 @@ func (s *Store) decodeConnection(ctx context.Context, e rawEntity, withTokens bo
 		return c, fmt.Errorf("row %s: column %s %q does not match the partition key", pk, colUserID, c.UserID)
 	}
 	c.Status = connection.Status(status)
-	if c.Scopes = strings.Fields(scopes); len(c.Scopes) == 0 {
-		c.Scopes = nil
-	}
 	if lastErr.Code != "" || !lastErr.At.IsZero() {
 		c.LastError = &lastErr
 	}
@@ -413,42 +397,25 @@ func deref(s *string) string {
 // are then refused as bad, not misread.
 const cursorVersion = 1
 
-// cursor is what NextCursor carries, base64url-encoded JSON: the
-// continuation plus the status filter it belongs to (a continuation of a
-// filtered scan means nothing to another filter).
+// cursor is what NextCursor carries (connection.EncodeCursor's format):
+// the continuation plus the header binding it to its status filter.
 type cursor struct {
-	V      int    `json:"v"`
-	Status string `json:"status"`
+	connection.CursorHeader
 	continuation
 }
 
 func encodeCursor(next continuation, status connection.Status) string {
-	b, err := json.Marshal(cursor{V: cursorVersion, Status: string(status), continuation: next})
-	if err != nil {
-		panic(err) // strings only: cannot fail
-	}
-	return base64.RawURLEncoding.EncodeToString(b)
+	return connection.EncodeCursor(cursor{connection.NewCursorHeader(cursorVersion, status), next})
 }
 
 // decodeCursor returns the continuation in s, or an error wrapping
 // connection.ErrBadCursor if s is not a cursor List issued for status.
 func decodeCursor(s string, status connection.Status) (continuation, error) {
-	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
-	if err != nil {
-		return continuation{}, fmt.Errorf("%w: not base64url", connection.ErrBadCursor)
-	}
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
 	var c cursor
-	if err := dec.Decode(&c); err != nil || dec.More() {
-		return continuation{}, fmt.Errorf("%w: not a cursor", connection.ErrBadCursor)
+	if err := connection.DecodeCursor(s, &c, cursorVersion, status); err != nil {
+		return continuation{}, err
 	}
-	switch {
-	case c.V != cursorVersion:
-		return continuation{}, fmt.Errorf("%w: version %d", connection.ErrBadCursor, c.V)
-	case c.Status != string(status):
-		return continuation{}, fmt.Errorf("%w: issued for status %q, used with %q", connection.ErrBadCursor, c.Status, status)
-	case c.continuation.done():
+	if c.continuation.done() {
 		return continuation{}, fmt.Errorf("%w: no position", connection.ErrBadCursor)
 	}
 	return c.continuation, nil

@@ -3,9 +3,12 @@ package tablestore
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
+
+	"github.com/megdocs/msconnector/handler/internal/connection"
 )
 
 // Writing goes through aztables.EDMEntity, which annotates EDMDateTime
@@ -87,6 +90,29 @@ func (c *columns) bool(name string, dst *bool) {
 	if c.err == nil {
 		*dst, c.err = c.e.bool(name)
 	}
+}
+
+// account reads the columns a connection and a pending connect share:
+// the account Microsoft identified and the granted scopes (nil for none).
+func (c *columns) account(a *connection.Account, scopes *[]string) {
+	var joined string
+	c.str(colAccountID, &a.ID)
+	c.str(colTenantID, &a.TenantID)
+	c.str(colEmail, &a.Email)
+	c.str(colDisplayName, &a.DisplayName)
+	c.str(colScopes, &joined)
+	if *scopes = strings.Fields(joined); len(*scopes) == 0 {
+		*scopes = nil
+	}
+}
+
+// setAccount writes what columns.account reads.
+func setAccount(props map[string]any, a connection.Account, scopes []string) {
+	props[colAccountID] = a.ID
+	props[colTenantID] = a.TenantID
+	props[colEmail] = a.Email
+	props[colDisplayName] = a.DisplayName
+	props[colScopes] = strings.Join(scopes, " ")
 }
 
 // setTime writes t as Edm.DateTime, or nothing for the zero time.

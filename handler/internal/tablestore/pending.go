@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -90,11 +89,7 @@ func (s *Store) PutPending(ctx context.Context, p connection.Pending) error {
 	setTime(props, colCreatedAt, p.CreatedAt)
 	setTime(props, colExpiresAt, p.ExpiresAt)
 	if g := p.Grant; p.Kind == connection.PendingConnect {
-		props[colAccountID] = g.Account.ID
-		props[colTenantID] = g.Account.TenantID
-		props[colEmail] = g.Account.Email
-		props[colDisplayName] = g.Account.DisplayName
-		props[colScopes] = strings.Join(g.Scopes, " ")
+		setAccount(props, g.Account, g.Scopes)
 		setTime(props, colAccessTokenExpiresAt, g.ExpiresAt)
 	}
 	for _, f := range []struct{ col, field, value string }{
@@ -153,16 +148,8 @@ func (s *Store) GetPending(ctx context.Context, kind connection.PendingKind, id 
 		p.Verifier, r.err = s.open(ctx, e, colVerifierSealed, pendingAAD(id, kind, "Verifier"))
 	}
 	if kind == connection.PendingConnect {
-		var scopes string
-		r.str(colAccountID, &p.Grant.Account.ID)
-		r.str(colTenantID, &p.Grant.Account.TenantID)
-		r.str(colEmail, &p.Grant.Account.Email)
-		r.str(colDisplayName, &p.Grant.Account.DisplayName)
-		r.str(colScopes, &scopes)
+		r.account(&p.Grant.Account, &p.Grant.Scopes)
 		r.time(colAccessTokenExpiresAt, &p.Grant.ExpiresAt)
-		if p.Grant.Scopes = strings.Fields(scopes); len(p.Grant.Scopes) == 0 {
-			p.Grant.Scopes = nil
-		}
 		if r.err == nil {
 			p.Grant.AccessToken, r.err = s.open(ctx, e, colAccessTokenSealed, pendingAAD(id, kind, colAccessTokenSealed))
 		}

@@ -70,15 +70,9 @@ type Service struct {
 // Token returns a usable access token for userID, refreshing first when it
 // expires within the policy's margin.
 func (s *Service) Token(ctx context.Context, userID string) (Token, error) {
-	c, err := s.Store.Get(ctx, userID)
-	if errors.Is(err, connection.ErrNotFound) {
-		return Token{}, connection.ErrNotFound
-	}
+	c, err := s.usable(ctx, userID)
 	if err != nil {
-		return Token{}, fmt.Errorf("tokens: read: %w", err)
-	}
-	if c.Status == connection.StatusReconnectRequired {
-		return Token{}, connection.ErrReconnectRequired
+		return Token{}, err
 	}
 	now := s.now()
 	if !s.Policy.NeedsRefresh(c, now) {
@@ -185,16 +179,27 @@ func (s *Service) refreshShared(ctx context.Context, userID string, due func(con
 	}
 }
 
-func (s *Service) refresh(ctx context.Context, userID string, due func(connection.Connection, time.Time) bool, used bool) (Result, error) {
+// usable reads userID's connection with its tokens: connection.ErrNotFound
+// when there is none, connection.ErrReconnectRequired when its grant is
+// gone (only connecting again helps).
+func (s *Service) usable(ctx context.Context, userID string) (connection.Connection, error) {
 	c, err := s.Store.Get(ctx, userID)
 	if errors.Is(err, connection.ErrNotFound) {
-		return Result{}, connection.ErrNotFound
+		return c, connection.ErrNotFound
 	}
 	if err != nil {
-		return Result{}, fmt.Errorf("tokens: read: %w", err)
+		return c, fmt.Errorf("tokens: read: %w", err)
 	}
 	if c.Status == connection.StatusReconnectRequired {
-		return Result{}, connection.ErrReconnectRequired
+		return c, connection.ErrReconnectRequired
+	}
+	return c, nil
+}
+
+func (s *Service) refresh(ctx context.Context, userID string, due func(connection.Connection, time.Time) bool, used bool) (Result, error) {
+	c, err := s.usable(ctx, userID)
+	if err != nil {
+		return Result{}, err
 	}
 	now := s.now()
 	if !due(c, now) {

@@ -97,7 +97,7 @@ type fixture struct {
 
 func newFixture(t *testing.T, expiresIn time.Duration) *fixture {
 	t.Helper()
-	f := &fixture{store: memstore.New(memstore.Options{}), ref: &fakeRefresher{}, ev: &recorder{}, now: t0}
+	f := &fixture{store: memstore.New(memstore.Options{Now: time.Now}), ref: &fakeRefresher{}, ev: &recorder{}, now: t0}
 	f.svc = &Service{Store: f.store, Refresher: f.ref, Events: f.ev, Policy: connection.DefaultPolicy(), Log: zerolog.Nop(), Now: func() time.Time { return f.now }}
 	_, err := f.store.Create(context.Background(), connection.Connection{
 		UserID: "u1", Status: connection.StatusConnected, Account: connection.Account{ID: "oid", TenantID: "tid", Email: "ada@contoso.com"},
