@@ -43,12 +43,18 @@ func TestWhatTheHostLetsThrough(t *testing.T) {
 	for _, tc := range []struct{ path, param string }{
 		{"/api/connections?status=connected&status=reconnect_required", "status"},
 		{"/api/connections?limit=1&limit=2", "limit"},
-		{"/api/connect?session=x&session=y", "session"},
-		{"/api/callback?code=c&state=x&state=y", "state"},
 	} {
 		r := s.cms(t, http.MethodGet, tc.path, nil)
 		if r.status != http.StatusBadRequest || r.errorCode(t) != "invalid_request" || !strings.Contains(string(r.body), tc.param) {
 			t.Errorf("GET %s: %d %s, want 400 invalid_request naming %s", tc.path, r.status, r.body, tc.param)
+		}
+	}
+	// The browser's routes answer a repeated link or state with their 400
+	// HTML page, as for any link or state they cannot use (contract).
+	for _, path := range []string{"/api/connect?session=x&session=y", "/api/callback?code=c&state=x&state=y"} {
+		r := do(t, noRedirect, http.MethodGet, s.HandlerURL+path, "", nil)
+		if r.status != http.StatusBadRequest || !strings.HasPrefix(r.header.Get("Content-Type"), "text/html") || r.header.Get("Location") != "" {
+			t.Errorf("GET %s: %d %q, want the 400 HTML page", path, r.status, r.header.Get("Content-Type"))
 		}
 	}
 	// The user's connection is untouched by all of it.

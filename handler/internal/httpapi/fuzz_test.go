@@ -143,7 +143,7 @@ func FuzzConnectLink(f *testing.F) {
 		browserHeaders(t, rec)
 		q, _ := url.ParseQuery(rawQuery)
 		if repeated(q, "session") {
-			wantError(t, rec, http.StatusBadRequest, "invalid_request")
+			wantPage(t, rec)
 			if fx.pendingUsed(t, connection.PendingSession, sessionToken) {
 				t.Fatalf("query %q used up the session", rawQuery)
 			}
@@ -215,7 +215,7 @@ func FuzzCallback(f *testing.F) {
 		browserHeaders(t, rec)
 		q, _ := url.ParseQuery(rawQuery)
 		if repeated(q, "state") || len(q["code"]) > 1 || len(q["error"]) > 1 || len(q["error_description"]) > 1 {
-			wantError(t, rec, http.StatusBadRequest, "invalid_request")
+			wantPage(t, rec)
 			if fx.pendingUsed(t, connection.PendingState, stateToken) || fx.connections(t) != 0 || fx.idp.exchanges != 0 {
 				t.Fatalf("query %q with a repeated parameter burnt the state, stored or exchanged", rawQuery)
 			}

@@ -77,21 +77,36 @@ type queryParam struct {
 }
 
 // singleValued refuses a request that repeats a query parameter the route
-// reads (400 invalid_request naming it) before the route sees it: Go would
-// silently take the first value where the Functions host passes them
-// comma-joined, so the two would disagree about what was asked.
-func singleValued(params []queryParam, h http.HandlerFunc) http.HandlerFunc {
+// reads before the route sees it: Go would silently take the first value
+// where the Functions host passes them comma-joined, so the two would
+// disagree about what was asked. The refusal is the route's own kind of
+// answer: refuse (nil: 400 invalid_request naming the parameter, for the
+// CMS's JSON routes; browser routes pass their HTML page).
+func singleValued(params []queryParam, refuse func(w http.ResponseWriter, r *http.Request, err error), h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		for _, p := range params {
 			vs := q[p.name]
 			if len(vs) > 1 || (p.opaque && len(vs) == 1 && strings.Contains(vs[0], ",")) {
-				// Browser routes share this answer: nothing in it may load.
-				w.Header().Set("Content-Security-Policy", "default-src 'none'")
-				respond(w, connection.Errorf(connection.EInvalid, "query parameter %s is given more than once", p.name))
+				err := connection.Errorf(connection.EInvalid, "query parameter %s is given more than once", p.name)
+				if refuse != nil {
+					refuse(w, r, err)
+					return
+				}
+				respond(w, err)
 				return
 			}
 		}
 		h(w, r)
+	}
+}
+
+// refuseAs answers a browser route's repeated parameter with that route's
+// page for a link or state it cannot use (contract: a plain HTML page, no
+// redirect), logging why.
+func (s *Server) refuseAs(code string) func(w http.ResponseWriter, r *http.Request, err error) {
+	return func(w http.ResponseWriter, r *http.Request, err error) {
+		s.Log.Warn().Str("event", "invalid_request").Str("route", r.Pattern).Err(err).Msg("repeated query parameter")
+		s.browserError(w, r, &connection.Error{Code: code, Message: connection.ErrorMessage(err), Err: err})
 	}
 }

@@ -81,9 +81,9 @@ func (s *Server) Handler() http.Handler {
 		refresh = s.Refresh.ServeHTTP
 	}
 	mux.Handle("POST /api/connect-sessions", s.requireCMSKey(s.requireConfigured(append(ms, config.AreaReturnURLs), flow, s.createSession)))
-	mux.Handle("GET /api/connect", s.browser(singleValued(connectParams, s.requireConfigured(ms, flow, s.connect))))
-	mux.Handle("GET /api/callback", s.browser(singleValued(callbackParams, s.requireConfigured(ms, flow, s.callback))))
-	mux.Handle("GET /api/connections", s.requireCMSKey(singleValued(listParams, s.requireConfigured(storage, store, s.listConnections))))
+	mux.Handle("GET /api/connect", s.browser(singleValued(connectParams, s.refuseAs(connection.ELinkInvalid), s.requireConfigured(ms, flow, s.connect))))
+	mux.Handle("GET /api/callback", s.browser(singleValued(callbackParams, s.refuseAs(connection.EStateInvalid), s.requireConfigured(ms, flow, s.callback))))
+	mux.Handle("GET /api/connections", s.requireCMSKey(singleValued(listParams, nil, s.requireConfigured(storage, store, s.listConnections))))
 	mux.Handle("GET /api/connections/{user_id}", s.requireCMSKey(s.requireConfigured(storage, store, s.getConnection)))
 	mux.Handle("DELETE /api/connections/{user_id}", s.requireCMSKey(s.requireConfigured(storage, store, s.deleteConnection)))
 	mux.Handle("POST /api/connections/{user_id}/complete", s.requireCMSKey(s.requireConfigured(storage, flow, s.complete)))
