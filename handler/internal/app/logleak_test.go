@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -323,9 +324,14 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 			continue
 		}
 		lines++
-		if ev, ok := m["event"].(string); ok {
-			events[ev] = true
+		// Contract "Logs": every line has an event field, a stable
+		// lower_snake_case name.
+		ev, _ := m["event"].(string)
+		if !eventName.MatchString(ev) {
+			t.Errorf("a log line without a lower_snake_case event: %q", line)
+			continue
 		}
+		events[ev] = true
 	}
 	for _, ev := range []string{"connect_session_created", "connect_started", "connected", "oauth_failed", "refreshed", "refresh_swept", "refresh_failed", "request"} {
 		if !events[ev] {
@@ -336,6 +342,8 @@ func TestLogsCarryNoSecrets(t *testing.T) {
 		t.Errorf("only %d handler log lines", lines)
 	}
 }
+
+var eventName = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
 
 // leakWindow is the length of the slices of a secret that may not be
 // printed either: half a refresh token is still a leak.

@@ -147,7 +147,7 @@ func (s *Sweeper) housekeeping(ctx context.Context, sum *Summary) {
 	}
 	if s.Housekeeping != nil {
 		if err := s.Housekeeping(ctx); err != nil {
-			s.Log.Warn().Err(err).Msg("sweep housekeeping failed")
+			s.Log.Warn().Str("event", "sweep_housekeeping_failed").Err(err).Msg("sweep housekeeping failed")
 		}
 	}
 }

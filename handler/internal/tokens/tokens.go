@@ -416,7 +416,7 @@ func (s *Service) touch(c connection.Connection, now time.Time) {
 		c.LastUsedAt = now
 		// A conflict means someone else wrote: the usage mark is advisory.
 		if _, err := s.Store.Update(ctx, c); err != nil && !errors.Is(err, connection.ErrConflict) && !errors.Is(err, connection.ErrNotFound) {
-			s.Log.Debug().Str("user_id", c.UserID).Err(err).Msg("could not record token usage")
+			s.Log.Debug().Str("event", "usage_mark_failed").Str("user_id", c.UserID).Err(err).Msg("could not record token usage")
 		}
 	}()
 }
