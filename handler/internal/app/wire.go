@@ -81,14 +81,28 @@ func webhook(cfg config.Config, d Deps, src secrets.Source, lazyCred func() (azc
 			return s.Value, err
 		},
 	}
-	h := funchost.QueueHandler("message", func(ctx context.Context, _ funchost.Invocation, m funchost.QueueMessage) ([]string, error) {
-		out, err := deliverer.Deliver(ctx, m.Body)
+	h := funchost.QueueHandler("message", deliver(deliverer, cfg.Host.MaxDequeueCount))
+	return &events.Enqueuer{Queue: queue, Log: d.Log, Now: d.Now}, h, nil
+}
+
+// deliver is the webhook function: one attempt per message. When the
+// attempt's next step cannot be stored, the invocation fails and the host
+// shows the message again; on its last allowed receive (host.json's
+// maxDequeueCount) the host moves it to "<queue>-poison" by itself, so say
+// so now with webhook_dropped: the alert on lost events must not miss it.
+func deliver(d *events.Deliverer, maxDequeue int64) funchost.QueueFunc {
+	return func(ctx context.Context, _ funchost.Invocation, m funchost.QueueMessage) ([]string, error) {
+		out, err := d.Deliver(ctx, m.Body)
 		if err != nil {
+			if maxDequeue > 0 && m.DequeueCount >= maxDequeue {
+				zerolog.Ctx(ctx).Error().Str("event", "webhook_dropped").Str("reason", "host_poison").
+					Int64("dequeue_count", m.DequeueCount).Err(err).
+					Msg("webhook_dropped: the host moves this message to the poison queue (docs/operations.md: replay)")
+			}
 			return nil, err
 		}
 		return []string{"webhook delivery: " + out.String()}, nil
-	})
-	return &events.Enqueuer{Queue: queue, Log: d.Log, Now: d.Now}, h, nil
+	}
 }
 
 // expiryReminder logs secret_expiring once a day per secret version from 30

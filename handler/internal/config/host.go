@@ -30,6 +30,11 @@ type Host struct {
 	// (no limit: Flex Consumption, Premium, Dedicated).
 	FunctionTimeout time.Duration
 	Unbounded       bool
+	// MaxDequeueCount is extensions.queues.maxDequeueCount: how many
+	// failed receives of a queue message the host allows before it moves
+	// the message to "<queue>-poison" (default 5; facts/azure-functions.md,
+	// "Queue trigger for a custom handler").
+	MaxDequeueCount int64
 	// Source says where the value came from, for the start-up log and
 	// configuration problems: a file path, or why the default applies.
 	Source string
@@ -60,30 +65,42 @@ func ReadHost(paths ...string) Host {
 			continue
 		}
 		if err != nil {
-			return Host{FunctionTimeout: DefaultFunctionTimeout, Source: p, Err: err}
+			return Host{FunctionTimeout: DefaultFunctionTimeout, MaxDequeueCount: DefaultMaxDequeueCount, Source: p, Err: err}
 		}
 		return parseHost(p, b)
 	}
-	return Host{FunctionTimeout: DefaultFunctionTimeout,
+	return Host{FunctionTimeout: DefaultFunctionTimeout, MaxDequeueCount: DefaultMaxDequeueCount,
 		Source: fmt.Sprintf("no %s beside the handler or in the working directory: the host's Consumption default", HostFileName)}
 }
 
 func parseHost(path string, b []byte) Host {
 	var f struct {
 		FunctionTimeout *string `json:"functionTimeout"`
+		Extensions      struct {
+			Queues struct {
+				MaxDequeueCount *int64 `json:"maxDequeueCount"`
+			} `json:"queues"`
+		} `json:"extensions"`
 	}
 	if err := json.Unmarshal(b, &f); err != nil {
-		return Host{FunctionTimeout: DefaultFunctionTimeout, Source: path, Err: fmt.Errorf("not JSON: %w", err)}
+		return Host{FunctionTimeout: DefaultFunctionTimeout, MaxDequeueCount: DefaultMaxDequeueCount, Source: path, Err: fmt.Errorf("not JSON: %w", err)}
+	}
+	dequeue := int64(DefaultMaxDequeueCount)
+	if n := f.Extensions.Queues.MaxDequeueCount; n != nil && *n > 0 {
+		dequeue = *n
 	}
 	if f.FunctionTimeout == nil {
-		return Host{FunctionTimeout: DefaultFunctionTimeout, Source: path + " (no functionTimeout: the host's Consumption default)"}
+		return Host{FunctionTimeout: DefaultFunctionTimeout, MaxDequeueCount: dequeue, Source: path + " (no functionTimeout: the host's Consumption default)"}
 	}
 	d, unbounded, err := ParseTimeSpan(*f.FunctionTimeout)
 	if err != nil {
-		return Host{FunctionTimeout: DefaultFunctionTimeout, Source: path, Err: fmt.Errorf("functionTimeout: %w", err)}
+		return Host{FunctionTimeout: DefaultFunctionTimeout, MaxDequeueCount: dequeue, Source: path, Err: fmt.Errorf("functionTimeout: %w", err)}
 	}
-	return Host{FunctionTimeout: d, Unbounded: unbounded, Source: path}
+	return Host{FunctionTimeout: d, Unbounded: unbounded, MaxDequeueCount: dequeue, Source: path}
 }
+
+// DefaultMaxDequeueCount is the queue extension's default maxDequeueCount.
+const DefaultMaxDequeueCount = 5
 
 // ParseTimeSpan reads a .NET TimeSpan as host.json writes functionTimeout:
 // "[d.]hh:mm[:ss[.fffffff]]", or "-1" for no limit (unbounded true).

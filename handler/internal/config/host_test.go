@@ -55,6 +55,12 @@ func TestReadHost(t *testing.T) {
 	if h := ReadHost(writeHost(t, t.TempDir(), `{"version":"2.0"}`)); h.Err != nil || h.FunctionTimeout != DefaultFunctionTimeout || !strings.Contains(h.Source, "no functionTimeout") {
 		t.Errorf("no functionTimeout: %+v, want the default with a source saying so", h)
 	}
+	if h := ReadHost(missing); h.MaxDequeueCount != DefaultMaxDequeueCount {
+		t.Errorf("no file: maxDequeueCount %d, want the default %d", h.MaxDequeueCount, DefaultMaxDequeueCount)
+	}
+	if h := ReadHost(writeHost(t, t.TempDir(), `{"extensions":{"queues":{"maxDequeueCount":7}}}`)); h.MaxDequeueCount != 7 {
+		t.Errorf("maxDequeueCount 7: got %d", h.MaxDequeueCount)
+	}
 	if h := ReadHost(writeHost(t, t.TempDir(), `{"functionTimeout":"-1"}`)); h.Err != nil || !h.Unbounded {
 		t.Errorf("-1: %+v, want unbounded", h)
 	}
@@ -133,8 +139,8 @@ func TestWriteTimeout(t *testing.T) {
 func TestShippedHostJSON(t *testing.T) {
 	p := filepath.Join("..", "..", "..", HostFileName)
 	h := ReadHost(p)
-	if h.Err != nil || h.Source != p || h.Unbounded || h.FunctionTimeout != 10*time.Minute {
-		t.Fatalf("ReadHost(%s) = %+v, want 10m", p, h)
+	if h.Err != nil || h.Source != p || h.Unbounded || h.FunctionTimeout != 10*time.Minute || h.MaxDequeueCount != 10 {
+		t.Fatalf("ReadHost(%s) = %+v, want 10m and maxDequeueCount 10", p, h)
 	}
 	if c := LoadWithHost(env(valid()), h); c.Err() != nil {
 		t.Errorf("defaults against the shipped host.json: %v", c.Err())
