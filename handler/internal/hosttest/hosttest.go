@@ -157,7 +157,10 @@ func (t *Transport) Rewrite(req *http.Request) (*http.Request, bool) {
 	out.URL.RawQuery = rebuildQuery(req.URL.RawQuery)
 	if req.ContentLength <= 0 {
 		// The host reads a body only when Content-Length says there is
-		// one: a chunked body is not forwarded.
+		// one: a chunked body is not forwarded. The host keeps the
+		// request's Transfer-Encoding header (facts/azure-functions.md);
+		// this model cannot: Go's client sends an empty body without one.
+		// The handler reads such a request as having no body either way.
 		if req.Body != nil && req.Body != http.NoBody {
 			_ = req.Body.Close()
 		}
