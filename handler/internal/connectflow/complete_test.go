@@ -307,6 +307,14 @@ func (failingWrites) Update(context.Context, connection.Connection) (connection.
 	return connection.Connection{}, errWriteLost
 }
 
+func (failingWrites) CreateWithEvent(context.Context, connection.Connection, *connection.OutboxEntry) (connection.Connection, error) {
+	return connection.Connection{}, errWriteLost
+}
+
+func (failingWrites) UpdateWithEvent(context.Context, connection.Connection, *connection.OutboxEntry) (connection.Connection, error) {
+	return connection.Connection{}, errWriteLost
+}
+
 // TestSpentCodeWithALostWriteIsNeverUsedTwice: Complete spends the code
 // before it stores the connection. When the store fails in between, the
 // sign-in is lost (the user connects again) but nothing else: the earlier

@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/data/aztables"
 
 	"github.com/megdocs/msconnector/handler/internal/connection"
@@ -166,21 +170,45 @@ func (s *Store) transact(ctx context.Context, userID string, change aztables.Tra
 
 // mapTransactionError classifies a failed transaction. aztables reports a
 // failed operation inside the batch as a ResponseError of the batch's own
-// response (202), whose error code is the failed operation's: the
-// sentinels come from that code.
+// answer (202 Accepted, no error code: "ERROR CODE UNAVAILABLE"); the
+// failed operation's status and code are in the multipart body, as an
+// embedded HTTP response. So the sentinels come from that inner status
+// line and OData error code.
 func mapTransactionError(err error) error {
 	var re *azcore.ResponseError
 	if !errors.As(err, &re) {
 		return err
 	}
-	switch re.ErrorCode {
-	case "UpdateConditionNotSatisfied", string(aztables.EntityAlreadyExists), "ConditionNotMet":
-		return fmt.Errorf("%w: %w", connection.ErrConflict, err)
-	case "ResourceNotFound", "EntityNotFound":
-		return fmt.Errorf("%w: %w", connection.ErrNotFound, err)
+	if re.StatusCode != http.StatusAccepted || re.RawResponse == nil {
+		return mapError(err)
 	}
-	return mapError(err)
+	payload, perr := runtime.Payload(re.RawResponse)
+	if perr != nil {
+		return err
+	}
+	status, code := 0, ""
+	if m := innerStatus.FindSubmatch(payload); m != nil {
+		status, _ = strconv.Atoi(string(m[1]))
+	}
+	if m := innerCode.FindSubmatch(payload); m != nil {
+		code = string(m[1])
+	}
+	switch {
+	case status == http.StatusNotFound && code != string(aztables.TableNotFound):
+		return fmt.Errorf("%w: %w", connection.ErrNotFound, err)
+	case status == http.StatusPreconditionFailed,
+		status == http.StatusConflict && code == string(aztables.EntityAlreadyExists):
+		return fmt.Errorf("%w: %w", connection.ErrConflict, err)
+	}
+	return err
 }
+
+// innerStatus and innerCode find the failed operation in a batch answer:
+// its embedded status line (4xx/5xx) and its OData error code.
+var (
+	innerStatus = regexp.MustCompile(`HTTP/1\.1 ([45]\d\d) `)
+	innerCode   = regexp.MustCompile(`"code"\s*:\s*"([A-Za-z]+)"`)
+)
 
 // ListOutbox returns up to limit outbox rows created before `before`, of
 // every partition. It scans the table's key range of outbox rows, so it
