@@ -90,6 +90,14 @@ func TestOutboxDeliversWhatTheEnqueueMissed(t *testing.T) {
 	if err != nil || len(stored) != 1 || stored[0].DeliveryID != id {
 		t.Fatalf("outbox after the failed enqueue = %+v, %v; want the entry %s", stored, err, id)
 	}
+	// The outbox row is no connection: the CMS's listing and status read
+	// do not see it.
+	if r := s.do(t, http.MethodGet, "/api/connections?limit=1000", nil, nil); r.status != http.StatusOK || !strings.Contains(string(r.body), `"ob-2"`) || strings.Contains(string(r.body), `"ob-1"`) || strings.Contains(string(r.body), "outbox") {
+		t.Errorf("GET /api/connections with an outbox row: %d %s", r.status, r.body)
+	}
+	if r := s.do(t, http.MethodGet, "/api/connections/ob-1", nil, nil); r.status != http.StatusNotFound {
+		t.Errorf("GET /api/connections/ob-1 with only its outbox row: %d %s", r.status, r.body)
+	}
 	// The normal path still works beside it, and leaves no entry.
 	if r := s.do(t, http.MethodDelete, "/api/connections/ob-2", nil, nil); r.status != http.StatusNoContent {
 		t.Fatalf("DELETE ob-2: %d", r.status)
@@ -139,4 +147,35 @@ func queueEndpoint(t *testing.T, conn string) string {
 	}
 	t.Fatalf("no QueueEndpoint in %q", conn)
 	return ""
+}
+
+// Without CMS_WEBHOOK_URL nothing is raised, so no outbox row is written:
+// a disconnect and a reconnect_required leave only connection rows.
+func TestNoWebhookWritesNoOutbox(t *testing.T) {
+	s := start(t, options{})
+	now := s.clock.Now()
+	for _, u := range []string{"nohook-1", "nohook-2"} {
+		if _, err := s.store.Create(t.Context(), connection.Connection{
+			UserID: u, Status: connection.StatusConnected, Account: connection.Account{ID: "oid-" + u, TenantID: "tid"},
+			Scopes: scopes, AccessToken: "at-" + u, RefreshToken: "rt-revoked-" + u,
+			AccessTokenExpiresAt: now.Add(-time.Hour), ConnectedAt: now, LastRefreshedAt: now, LastUsedAt: now,
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r := s.do(t, http.MethodDelete, "/api/connections/nohook-1", nil, nil); r.status != http.StatusNoContent {
+		t.Fatalf("DELETE: %d %s", r.status, r.body)
+	}
+	// devidp does not know this refresh token: invalid_grant, so the token
+	// API stores reconnect_required.
+	if r := s.token(t, "nohook-2"); r.status != http.StatusConflict {
+		t.Fatalf("token with an unknown refresh token: %d %s", r.status, r.body)
+	}
+	if got := s.status(t, "nohook-2"); got != string(connection.StatusReconnectRequired) {
+		t.Fatalf("status %q, want reconnect_required", got)
+	}
+	left, err := s.store.ListOutbox(t.Context(), s.clock.Now().Add(time.Hour), 10)
+	if err != nil || len(left) != 0 {
+		t.Errorf("outbox without a webhook = %+v, %v; want empty", left, err)
+	}
 }
