@@ -187,6 +187,9 @@ type builder struct {
 	log  zerolog.Logger
 	cred azcore.TokenCredential
 	w    *wiring
+	// recoverOutbox sends the webhook outbox's left-behind entries (the
+	// sweep's housekeeping); nil without a webhook.
+	recoverOutbox func(context.Context) (int, error)
 }
 
 // build wires the packages, one component at a time. Pieces whose settings
@@ -208,7 +211,7 @@ func build(cfg config.Config, d Deps) *wiring {
 		return b.w
 	}
 	diag.Tables = store
-	pub := b.events(src)
+	pub := b.events(src, store)
 	ms := b.identity(src)
 	if ms == nil {
 		return b.w
@@ -290,13 +293,13 @@ func (b *builder) storage(src secrets.Source) *tablestore.Store {
 
 // events is the webhook's publisher (and its queue-triggered delivery), or
 // a publisher that drops events when no webhook is configured.
-func (b *builder) events(src secrets.Source) connection.Publisher {
+func (b *builder) events(src secrets.Source, store *tablestore.Store) connection.Publisher {
 	var pub connection.Publisher = connection.NopPublisher{}
 	if b.cfg.WebhookURL != "" && len(b.cfg.Missing(config.AreaWebhook)) == 0 {
-		if p, h, err := webhook(b.cfg, b.d, src, b.credential); err != nil {
+		if p, h, err := webhook(b.cfg, b.d, src, b.credential, store); err != nil {
 			b.log.Error().Str("event", "not_configured").Err(err).Msg("cannot use the webhook delivery queue")
 		} else {
-			pub, b.w.srv.Webhook = p, h
+			pub, b.w.srv.Webhook, b.recoverOutbox = p, h, p.Recover
 		}
 	}
 	b.w.srv.Events = pub
@@ -337,7 +340,7 @@ func (b *builder) services(src secrets.Source, store *tablestore.Store, pub conn
 	sw := &sweep.Sweeper{
 		Store: store, Pending: store, Tokens: tok, Policy: cfg.Policy,
 		Concurrency: cfg.RefreshConcurrency, Deadline: cfg.RefreshDeadline,
-		Housekeeping: expiryReminder(src, store, log, now),
+		Housekeeping: housekeeping(expiryReminder(src, store, log, now), b.recoverOutbox, log),
 		Log:          log, Now: now,
 	}
 	sw.Record, sw.RequiredScopes = store.RecordSweep, cfg.Scopes

@@ -16,6 +16,7 @@ import (
 	"github.com/megdocs/msconnector/handler/internal/connection"
 	"github.com/megdocs/msconnector/handler/internal/events"
 	"github.com/megdocs/msconnector/handler/internal/funchost"
+	"github.com/megdocs/msconnector/handler/internal/memstore"
 )
 
 // sender keeps what is sent, or refuses it.
@@ -46,9 +47,10 @@ func TestHostPoisonIsLoggedAsDropped(t *testing.T) {
 	now := func() time.Time { return time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC) }
 
 	first := &sender{}
-	enq := &events.Enqueuer{Queue: first, Log: zerolog.Nop(), Now: now}
-	if err := enq.Publish(context.Background(), connection.Event{Type: connection.EventDisconnected, UserID: "u1", At: now()}); err != nil {
-		t.Fatal(err)
+	enq := &events.Enqueuer{Queue: first, Outbox: memstore.New(memstore.Options{Now: now}), Log: zerolog.Nop(), Now: now}
+	enq.Send(context.Background(), enq.Prepare(connection.Event{Type: connection.EventDisconnected, UserID: "u1", At: now()}))
+	if len(first.sent) != 1 {
+		t.Fatalf("%d messages enqueued, want 1", len(first.sent))
 	}
 	d := &events.Deliverer{
 		URL: cms.URL, HTTPClient: cms.Client(), Now: now, Log: zerolog.Nop(),

@@ -59,7 +59,7 @@ func microsoft(cfg config.Config, d Deps, src secrets.Source) (*msidentity.Clien
 // the publisher that enqueues each event, and the queue-triggered function
 // (POST /webhook, binding "message" in functions/webhook/function.json)
 // that delivers one attempt per message.
-func webhook(cfg config.Config, d Deps, src secrets.Source, lazyCred func() (azcore.TokenCredential, error)) (connection.Publisher, http.Handler, error) {
+func webhook(cfg config.Config, d Deps, src secrets.Source, lazyCred func() (azcore.TokenCredential, error), outbox events.Outbox) (*events.Enqueuer, http.Handler, error) {
 	o := storagequeue.Options{ConnectionString: cfg.QueueConnectionString, ServiceURL: cfg.QueueServiceURL, HTTPClient: d.HTTPClient}
 	if o.ConnectionString == "" {
 		c, err := lazyCred() // the same managed identity as the tables
@@ -82,7 +82,7 @@ func webhook(cfg config.Config, d Deps, src secrets.Source, lazyCred func() (azc
 		},
 	}
 	h := funchost.QueueHandler("message", deliver(deliverer, cfg.Host.MaxDequeueCount))
-	return &events.Enqueuer{Queue: queue, Log: d.Log, Now: d.Now}, h, nil
+	return &events.Enqueuer{Queue: queue, Outbox: outbox, Log: d.Log, Now: d.Now}, h, nil
 }
 
 // deliver is the webhook function: one attempt per message. When the
@@ -102,6 +102,25 @@ func deliver(d *events.Deliverer, maxDequeue int64) funchost.QueueFunc {
 			return nil, err
 		}
 		return []string{"webhook delivery: " + out.String()}, nil
+	}
+}
+
+// housekeeping is the sweep's hook: the outbox's recovery first (events
+// whose enqueue did not happen: a crash or a queue outage after their
+// change was stored; nil without a webhook), then the secret reminders.
+// Each runs whatever the other did.
+func housekeeping(remind func(context.Context) error, recoverOutbox func(context.Context) (int, error), log zerolog.Logger) func(context.Context) error {
+	return func(ctx context.Context) error {
+		var errs []error
+		if recoverOutbox != nil {
+			if n, err := recoverOutbox(ctx); err != nil {
+				errs = append(errs, err)
+			} else if n > 0 {
+				log.Info().Str("event", "outbox_recovered").Int("count", n).Msg("webhook deliveries sent from the outbox")
+			}
+		}
+		errs = append(errs, remind(ctx))
+		return errors.Join(errs...)
 	}
 }
 

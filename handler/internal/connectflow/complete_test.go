@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -21,16 +22,34 @@ import (
 // connect was started for stores it, exactly once; anyone else's
 // completion destroys it.
 
+// events records the events sent (Send), which the store has kept with
+// their change (Prepare's entry): a change that is not stored sends none.
 type events struct {
-	mu  sync.Mutex
-	got []connection.Event
+	mu       sync.Mutex
+	n        int
+	prepared map[string]connection.Event
+	got      []connection.Event
 }
 
-func (e *events) Publish(_ context.Context, ev connection.Event) error {
+func (e *events) Prepare(ev connection.Event) *connection.OutboxEntry {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.got = append(e.got, ev)
-	return nil
+	if e.prepared == nil {
+		e.prepared = map[string]connection.Event{}
+	}
+	e.n++
+	id := fmt.Sprintf("%08x-0000-4000-8000-000000000000", e.n)
+	e.prepared[id] = ev
+	return &connection.OutboxEntry{UserID: ev.UserID, DeliveryID: id, Type: ev.Type, Body: "{}", CreatedAt: ev.At}
+}
+
+func (e *events) Send(_ context.Context, ob *connection.OutboxEntry) {
+	if ob == nil {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.got = append(e.got, e.prepared[ob.DeliveryID])
 }
 
 func (e *events) types() []string {
@@ -285,6 +304,14 @@ func (failingWrites) Create(context.Context, connection.Connection) (connection.
 }
 
 func (failingWrites) Update(context.Context, connection.Connection) (connection.Connection, error) {
+	return connection.Connection{}, errWriteLost
+}
+
+func (failingWrites) CreateWithEvent(context.Context, connection.Connection, *connection.OutboxEntry) (connection.Connection, error) {
+	return connection.Connection{}, errWriteLost
+}
+
+func (failingWrites) UpdateWithEvent(context.Context, connection.Connection, *connection.OutboxEntry) (connection.Connection, error) {
 	return connection.Connection{}, errWriteLost
 }
 

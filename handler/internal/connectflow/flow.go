@@ -341,8 +341,9 @@ func (s *Service) takeState(ctx context.Context, cb Callback) (connection.Pendin
 //  2. spend it: delete the row, conditional on the ETag just read. Of any
 //     number of racing calls exactly one gets past this point, and the
 //     tokens leave the table;
-//  3. store the connection (ETag-conditional create or replace), then send
-//     the event.
+//  3. store the connection (ETag-conditional create or replace) and its
+//     event in one transaction (the outbox), then enqueue the event; a
+//     crash after the store leaves the event to the sweep.
 //
 // A process that dies between 2 and 3 loses this one sign-in: the code is
 // spent, the user's status is exactly as it was (not connected, or the
@@ -386,50 +387,58 @@ func (s *Service) Complete(ctx context.Context, userID, connectCode string) (con
 		AccessToken: g.AccessToken, RefreshToken: g.RefreshToken, AccessTokenExpiresAt: g.ExpiresAt,
 		ConnectedAt: now, LastRefreshedAt: now, LastUsedAt: now,
 	}
-	c, previous, err := s.save(ctx, c)
+	acct := c.Account
+	// The event is stored with the connection (the outbox), so it is as
+	// durable as the change; its type depends on the status replaced.
+	event := func(previous connection.Status) *connection.OutboxEntry {
+		typ := connection.EventConnected
+		if previous == connection.StatusReconnectRequired {
+			typ = connection.EventRecovered
+		}
+		return s.Events.Prepare(connection.Event{Type: typ, UserID: userID, At: now, Account: &acct})
+	}
+	c, ev, err := s.save(ctx, c, event)
 	if err != nil {
 		return connection.Connection{}, err
 	}
-	typ := connection.EventConnected
-	if previous == connection.StatusReconnectRequired {
-		typ = connection.EventRecovered
-	}
-	acct := c.Account
-	// Stored: make the event as durable before answering. A failure is
-	// logged by the publisher; the connection is stored either way.
-	_ = s.Events.Publish(ctx, connection.Event{Type: typ, UserID: userID, At: now, Account: &acct})
+	// Stored with its event: enqueue it now. A failure is logged by the
+	// publisher and left to the sweep; the connection is stored either way.
+	s.Events.Send(ctx, ev)
 	s.Log.Info().Str("event", "connected").Str("user_id", userID).Str("account_id", acct.ID).Str("tenant_id", acct.TenantID).Msg("connection stored")
 	return c, nil
 }
 
 // save creates or replaces the user's connection, conditional on the ETag,
-// and returns it as stored and the status it replaced ("" when new). It
-// reads with Peek: replacing needs only the ETag and status, not the old
-// tokens (nor the key that sealed them).
-func (s *Service) save(ctx context.Context, c connection.Connection) (connection.Connection, connection.Status, error) {
+// together with the outbox entry event makes for the status it replaces
+// ("" when new), and returns both as stored. It reads with Peek: replacing
+// needs only the ETag and status, not the old tokens (nor the key that
+// sealed them).
+func (s *Service) save(ctx context.Context, c connection.Connection, event func(previous connection.Status) *connection.OutboxEntry) (connection.Connection, *connection.OutboxEntry, error) {
 	for attempt := 0; attempt < 5; attempt++ {
 		old, err := s.Store.Peek(ctx, c.UserID)
 		switch {
 		case errors.Is(err, connection.ErrNotFound):
 			c.ETag = ""
-			if stored, err := s.Store.Create(ctx, c); err == nil {
-				return stored, "", nil
+			ev := event("")
+			if stored, err := s.Store.CreateWithEvent(ctx, c, ev); err == nil {
+				return stored, ev, nil
 			} else if !errors.Is(err, connection.ErrConflict) {
-				return c, "", fmt.Errorf("connectflow: create connection: %w", err)
+				return c, nil, fmt.Errorf("connectflow: create connection: %w", err)
 			}
 		case err != nil:
-			return c, "", fmt.Errorf("connectflow: read connection: %w", err)
+			return c, nil, fmt.Errorf("connectflow: read connection: %w", err)
 		default:
 			c.ETag = old.ETag
-			if stored, err := s.Store.Update(ctx, c); err == nil {
-				return stored, old.Status, nil
+			ev := event(old.Status)
+			if stored, err := s.Store.UpdateWithEvent(ctx, c, ev); err == nil {
+				return stored, ev, nil
 			} else if !errors.Is(err, connection.ErrConflict) && !errors.Is(err, connection.ErrNotFound) {
-				return c, "", fmt.Errorf("connectflow: update connection: %w", err)
+				return c, nil, fmt.Errorf("connectflow: update connection: %w", err)
 			}
 		}
 		// Someone wrote in between (a sweep, another tab): read again.
 	}
-	return c, "", fmt.Errorf("connectflow: save connection: %w", connection.ErrConflict)
+	return c, nil, fmt.Errorf("connectflow: save connection: %w", connection.ErrConflict)
 }
 
 // putNew stores p under a fresh bearer token and returns the token. The

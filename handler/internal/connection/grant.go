@@ -47,23 +47,31 @@ const (
 	EventDisconnected      = "connection.disconnected"
 )
 
-// Publisher makes an event durable: it returns once the event is stored
-// for delivery (on the webhook queue), never waiting for the CMS. Call it
-// after the change the event reports is stored and before answering
-// whoever caused it, so the event is as durable as the change.
-//
-// An error means the event is lost; the publisher has logged it
-// (webhook_dropped). Callers do not fail their request on it: the change
-// is stored, and their own answer reports it.
+// Publisher raises webhook events through the outbox: Prepare gives an
+// event its delivery ID and body, the caller stores the entry in one
+// transaction with the change it reports (OutboxStore), and Send enqueues
+// it and removes it. So the event is as durable as the change: a process
+// killed after the store, or a queue that fails, leaves the entry for the
+// sweep, which sends it with the same ID and body (at least once).
 type Publisher interface {
-	Publish(ctx context.Context, e Event) error
+	// Prepare returns e's outbox entry, or nil when no webhook is
+	// configured or e cannot be encoded (logged): store the change alone.
+	Prepare(e Event) *OutboxEntry
+	// Send enqueues a stored entry and then deletes it from the outbox,
+	// never waiting for the CMS. Failures are logged and leave the entry
+	// for the sweep; callers do not fail their request on them. nil does
+	// nothing.
+	Send(ctx context.Context, e *OutboxEntry)
 }
 
-// NopPublisher drops events (no CMS_WEBHOOK_URL).
+// NopPublisher drops events (no CMS_WEBHOOK_URL): no outbox entries.
 type NopPublisher struct{}
 
-// Publish does nothing.
-func (NopPublisher) Publish(context.Context, Event) error { return nil }
+// Prepare returns nil: nothing to store.
+func (NopPublisher) Prepare(Event) *OutboxEntry { return nil }
+
+// Send does nothing.
+func (NopPublisher) Send(context.Context, *OutboxEntry) {}
 
 // oidcScopes only shape the id_token; they are not permissions the CMS can
 // use, so they are not reported as a connection's scopes.

@@ -27,6 +27,9 @@ type Store interface {
 	// List returns one page of connections WITHOUT tokens (status fields
 	// only), in no particular order; across pages each appears exactly once.
 	List(ctx context.Context, q ListQuery) (Page, error)
+	// Outbox entries live beside the connection they report on; List,
+	// Get and Peek never return them.
+	OutboxStore
 }
 
 // ListQuery selects a page. Cursor is opaque and comes from a previous Page.

@@ -21,7 +21,7 @@ func TestNowIsRequired(t *testing.T) {
 		f()
 	}
 	wantPanic(t, func() {
-		_ = (&Enqueuer{Queue: &fakeQueue{}}).Publish(context.Background(), connection.Event{Type: connection.EventDisconnected, UserID: "42"})
+		_ = (&Enqueuer{Queue: &fakeQueue{}}).Prepare(connection.Event{Type: connection.EventDisconnected, UserID: "42"})
 	})
 	wantPanic(t, func() { _, _ = (&Deliverer{}).Deliver(context.Background(), []byte("{}")) })
 }

@@ -136,20 +136,13 @@ func TestPublishEnqueuesTheFirstAttempt(t *testing.T) {
 	}
 }
 
-// A failed enqueue is logged as webhook_dropped (reason enqueue_failed) and
-// returned; the caller's change is stored and not undone.
-func TestPublishFailureIsLoggedAndReturned(t *testing.T) {
+// An event that cannot be encoded is logged as webhook_dropped (reason
+// invalid_event) and gives no outbox entry: nothing to store or send.
+func TestPrepareInvalidEventIsDropped(t *testing.T) {
 	logs := &logtest.Buffer{}
-	en := &Enqueuer{Queue: &fakeQueue{fail: errors.New("queue down")}, Log: zerolog.New(logs), Now: clocktest.New(t0).Now}
-	id, err := en.PublishID(context.Background(), connection.Event{Type: connection.EventDisconnected, UserID: "42"})
-	if err == nil || id == "" {
-		t.Fatalf("Publish = %q, %v; want the id and an error", id, err)
-	}
-	if !logs.Has("webhook_dropped", "reason", "enqueue_failed") || !logs.Has("webhook_dropped", "delivery_id", id) {
-		t.Errorf("logs: %s", logs.String())
-	}
-	if _, err := en.PublishID(context.Background(), connection.Event{Type: "connection.renamed", UserID: "42"}); err == nil || !logs.Has("webhook_dropped", "reason", "invalid_event") {
-		t.Errorf("an unknown type was enqueued: %v", err)
+	en := &Enqueuer{Queue: &fakeQueue{}, Log: zerolog.New(logs), Now: clocktest.New(t0).Now}
+	if ob := en.Prepare(connection.Event{Type: "connection.renamed", UserID: "42"}); ob != nil || !logs.Has("webhook_dropped", "reason", "invalid_event") {
+		t.Errorf("an unknown type was prepared: %+v; logs %s", ob, logs.String())
 	}
 }
 

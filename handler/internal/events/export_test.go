@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"strings"
 
 	"github.com/megdocs/msconnector/handler/internal/connection"
@@ -31,7 +32,12 @@ func Verify(secret string, body []byte, signatureHeader string) bool {
 	return hmac.Equal(got, m.Sum(nil))
 }
 
-// PublishID is Publish returning the delivery ID it assigned.
+// PublishID prepares e and enqueues its first attempt (Send without an
+// outbox), returning the delivery ID it assigned.
 func (q *Enqueuer) PublishID(ctx context.Context, e connection.Event) (string, error) {
-	return q.publish(ctx, e)
+	ob := q.Prepare(e)
+	if ob == nil {
+		return "", errors.New("events: prepare failed")
+	}
+	return ob.DeliveryID, q.enqueue(ctx, *ob)
 }

@@ -36,6 +36,7 @@ const (
 	Microsoft Dependency = "microsoft" // identity platform and Graph
 	Tables    Dependency = "tables"    // Azure Table Storage
 	KeyVault  Dependency = "keyvault"  // Azure Key Vault
+	Queues    Dependency = "queues"    // Azure Queue Storage (webhook deliveries)
 	Unknown   Dependency = "unknown"   // a host no Route names
 )
 

@@ -166,15 +166,26 @@ func (s *Server) deleteConnection(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, getErr)
 		return
 	}
-	if err := s.Store.Delete(r.Context(), id); err != nil {
+	var ev *connection.OutboxEntry
+	if getErr == nil {
+		acct := old.Account
+		// The event is stored with the deletion (the outbox): as durable
+		// as the change.
+		ev = s.Events.Prepare(connection.Event{Type: connection.EventDisconnected, UserID: id, At: s.now(), Account: &acct})
+	}
+	switch err := s.Store.DeleteWithEvent(r.Context(), id, ev); {
+	case errors.Is(err, connection.ErrNotFound):
+		// Deleted by someone else since the read: their change, their
+		// event; the connection is gone either way.
+		ev = nil
+	case err != nil:
 		s.writeError(w, r, err)
 		return
 	}
 	if getErr == nil {
-		acct := old.Account
-		// Deleted: make the event as durable before answering. A failure
-		// is logged by the publisher; the deletion stands either way.
-		_ = s.Events.Publish(r.Context(), connection.Event{Type: connection.EventDisconnected, UserID: id, At: s.now(), Account: &acct})
+		// A failed enqueue is logged by the publisher and left to the
+		// sweep; the deletion stands either way.
+		s.Events.Send(r.Context(), ev)
 		s.Log.Info().Str("event", "disconnected").Str("user_id", id).Msg("connection deleted")
 	}
 	w.WriteHeader(http.StatusNoContent)

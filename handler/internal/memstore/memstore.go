@@ -42,7 +42,12 @@ type Store struct {
 	etagSeq uint64 // never reused, so a row deleted and created again has a new ETag
 	conns   map[string]connection.Connection
 	pending map[pendingKey]connection.Pending
+	// outbox holds events stored with their change, by user_id and
+	// delivery ID (tablestore keeps them in the user's partition).
+	outbox map[outboxKey]connection.OutboxEntry
 }
+
+type outboxKey struct{ userID, deliveryID string }
 
 type pendingKey struct {
 	kind connection.PendingKind
@@ -64,6 +69,7 @@ func New(opts Options) *Store {
 		now:     opts.Now,
 		conns:   make(map[string]connection.Connection),
 		pending: make(map[pendingKey]connection.Pending),
+		outbox:  make(map[outboxKey]connection.OutboxEntry),
 	}
 }
 
@@ -109,11 +115,21 @@ func (s *Store) Create(_ context.Context, c connection.Connection) (connection.C
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.createLocked(c, nil)
+}
+
+func (s *Store) createLocked(c connection.Connection, ev *connection.OutboxEntry) (connection.Connection, error) {
 	if _, ok := s.conns[c.UserID]; ok {
 		return connection.Connection{}, fmt.Errorf("memstore: create: %w", connection.ErrConflict)
 	}
+	if err := s.addOutboxLocked(c.UserID, ev); err != nil {
+		return connection.Connection{}, fmt.Errorf("memstore: create: %w", err)
+	}
 	c.ETag = s.nextETag()
 	s.conns[c.UserID] = normalize(c)
+	if ev != nil {
+		c.ETag = "" // as tablestore: a transaction's answer has no ETag
+	}
 	return c, nil
 }
 
@@ -127,6 +143,10 @@ func (s *Store) Update(_ context.Context, c connection.Connection) (connection.C
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.updateLocked(c, nil)
+}
+
+func (s *Store) updateLocked(c connection.Connection, ev *connection.OutboxEntry) (connection.Connection, error) {
 	old, ok := s.conns[c.UserID]
 	switch {
 	case !ok:
@@ -134,9 +154,118 @@ func (s *Store) Update(_ context.Context, c connection.Connection) (connection.C
 	case old.ETag != c.ETag:
 		return connection.Connection{}, fmt.Errorf("memstore: update: %w: etag changed", connection.ErrConflict)
 	}
+	if err := s.addOutboxLocked(c.UserID, ev); err != nil {
+		return connection.Connection{}, fmt.Errorf("memstore: update: %w", err)
+	}
 	c.ETag = s.nextETag()
 	s.conns[c.UserID] = normalize(c)
+	if ev != nil {
+		c.ETag = ""
+	}
 	return c, nil
+}
+
+// CreateWithEvent is Create plus ev, atomically (under the one lock).
+func (s *Store) CreateWithEvent(ctx context.Context, c connection.Connection, ev *connection.OutboxEntry) (connection.Connection, error) {
+	if ev == nil {
+		return s.Create(ctx, c)
+	}
+	if err := tablestore.ValidConnection(c); err != nil {
+		return connection.Connection{}, fmt.Errorf("memstore: create: %w", err)
+	}
+	if c.ConnectedAt.IsZero() {
+		c.ConnectedAt = s.now()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.createLocked(c, ev)
+}
+
+// UpdateWithEvent is Update plus ev, atomically.
+func (s *Store) UpdateWithEvent(ctx context.Context, c connection.Connection, ev *connection.OutboxEntry) (connection.Connection, error) {
+	if ev == nil {
+		return s.Update(ctx, c)
+	}
+	if err := tablestore.ValidConnection(c); err != nil {
+		return connection.Connection{}, fmt.Errorf("memstore: update: %w", err)
+	}
+	if c.ETag == "" {
+		return connection.Connection{}, fmt.Errorf("memstore: update: %w: connection has no etag", connection.ErrConflict)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.updateLocked(c, ev)
+}
+
+// DeleteWithEvent is Delete plus ev, atomically; ErrNotFound (and no
+// entry) if there was no connection.
+func (s *Store) DeleteWithEvent(ctx context.Context, userID string, ev *connection.OutboxEntry) error {
+	if ev == nil {
+		return s.Delete(ctx, userID)
+	}
+	if err := connection.ValidUserID(userID); err != nil {
+		return fmt.Errorf("memstore: delete: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.conns[userID]; !ok {
+		return fmt.Errorf("memstore: delete: %w", connection.ErrNotFound)
+	}
+	if err := s.addOutboxLocked(userID, ev); err != nil {
+		return fmt.Errorf("memstore: delete: %w", err)
+	}
+	delete(s.conns, userID)
+	return nil
+}
+
+// addOutboxLocked checks and adds ev (nil: nothing), with tablestore's
+// rules: the entry belongs to the changed connection's user, and its
+// delivery ID is new.
+func (s *Store) addOutboxLocked(userID string, ev *connection.OutboxEntry) error {
+	if ev == nil {
+		return nil
+	}
+	if err := tablestore.ValidOutboxEntry(*ev); err != nil {
+		return err
+	}
+	if ev.UserID != userID {
+		return fmt.Errorf("%w: outbox entry of user %q with a change of %q", tablestore.ErrInvalidOutbox, ev.UserID, userID)
+	}
+	k := outboxKey{ev.UserID, ev.DeliveryID}
+	if _, ok := s.outbox[k]; ok {
+		return fmt.Errorf("%w: outbox entry exists", connection.ErrConflict)
+	}
+	e := *ev
+	e.CreatedAt = stored(e.CreatedAt)
+	s.outbox[k] = e
+	return nil
+}
+
+// ListOutbox returns up to limit entries created before `before`.
+func (s *Store) ListOutbox(_ context.Context, before time.Time, limit int) ([]connection.OutboxEntry, error) {
+	if limit < 1 || limit > 1000 {
+		return nil, fmt.Errorf("memstore: list outbox: %w: limit %d not in 1..1000", tablestore.ErrInvalidQuery, limit)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []connection.OutboxEntry{}
+	for _, e := range s.outbox {
+		if len(out) == limit {
+			break
+		}
+		if e.CreatedAt.Before(before) {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// DeleteOutbox removes e; nil if it is gone.
+func (s *Store) DeleteOutbox(_ context.Context, e connection.OutboxEntry) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.outbox, outboxKey{e.UserID, e.DeliveryID})
+	return nil
 }
 
 // Delete removes the connection; nil if there was none.

@@ -187,12 +187,14 @@ func (s *Store) List(ctx context.Context, q connection.ListQuery) (connection.Pa
 	if err := s.ready(ctx, "list"); err != nil {
 		return connection.Page{}, err
 	}
-	opts := aztables.ListEntitiesOptions{Select: &listSelect}
+	// Only connection rows: the outbox rows beside them are not
+	// connections (outbox.go).
+	filter := connectionsOnly
 	if q.Status != "" {
 		// ValidListQuery allows only the two statuses: nothing to escape.
-		filter := colStatus + " eq '" + string(q.Status) + "'"
-		opts.Filter = &filter
+		filter += " and " + colStatus + " eq '" + string(q.Status) + "'"
 	}
+	opts := aztables.ListEntitiesOptions{Select: &listSelect, Filter: &filter}
 	page := connection.Page{Connections: make([]connection.Connection, 0, min(q.Limit, 100))}
 	for {
 		top := int32(q.Limit - len(page.Connections))

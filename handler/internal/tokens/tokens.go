@@ -380,16 +380,19 @@ func (s *Service) markReconnect(ctx context.Context, c connection.Connection, co
 	next := c
 	next.Status = connection.StatusReconnectRequired
 	next.LastError = &connection.LastError{Code: code, At: now}
-	if _, err := s.Store.Update(ctx, next); err != nil {
+	acct := c.Account
+	// The event is stored with the status (the outbox), so it is as
+	// durable as the change.
+	ev := s.Events.Prepare(connection.Event{Type: connection.EventReconnectRequired, UserID: c.UserID, At: now, Account: &acct, Reason: code})
+	if _, err := s.Store.UpdateWithEvent(ctx, next, ev); err != nil {
 		if errors.Is(err, connection.ErrConflict) || errors.Is(err, connection.ErrNotFound) {
 			return nil
 		}
 		return fmt.Errorf("tokens: mark reconnect_required: %w", err)
 	}
-	acct := c.Account
-	// Stored: make the event as durable before returning. A failure is
-	// logged by the publisher; the status is stored either way.
-	_ = s.Events.Publish(ctx, connection.Event{Type: connection.EventReconnectRequired, UserID: c.UserID, At: now, Account: &acct, Reason: code})
+	// A failed enqueue is logged by the publisher and left to the sweep;
+	// the status is stored either way.
+	s.Events.Send(ctx, ev)
 	return nil
 }
 

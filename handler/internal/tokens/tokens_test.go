@@ -3,6 +3,7 @@ package tokens
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -75,16 +76,34 @@ func (f *fakeRefresher) Refresh(ctx context.Context, rt string) (connection.Gran
 
 func itoa(n int) string { return string(rune('0'+n/10)) + string(rune('0'+n%10)) }
 
+// recorder records the events sent (Send), which the store has kept
+// with their change (Prepare's entry).
 type recorder struct {
-	mu     sync.Mutex
-	events []connection.Event
+	mu       sync.Mutex
+	n        int
+	prepared map[string]connection.Event
+	events   []connection.Event
 }
 
-func (r *recorder) Publish(_ context.Context, e connection.Event) error {
+func (r *recorder) Prepare(e connection.Event) *connection.OutboxEntry {
 	r.mu.Lock()
-	r.events = append(r.events, e)
+	defer r.mu.Unlock()
+	if r.prepared == nil {
+		r.prepared = map[string]connection.Event{}
+	}
+	r.n++
+	id := fmt.Sprintf("%08x-0000-4000-8000-000000000000", r.n)
+	r.prepared[id] = e
+	return &connection.OutboxEntry{UserID: e.UserID, DeliveryID: id, Type: e.Type, Body: "{}", CreatedAt: e.At}
+}
+
+func (r *recorder) Send(_ context.Context, ob *connection.OutboxEntry) {
+	if ob == nil {
+		return
+	}
+	r.mu.Lock()
+	r.events = append(r.events, r.prepared[ob.DeliveryID])
 	r.mu.Unlock()
-	return nil
 }
 
 type fixture struct {

@@ -64,6 +64,7 @@ func Run(t *testing.T, newStores Factory) {
 		{"DeletePending", testDeletePending},
 		{"DeletePendingRace", testDeletePendingRace},
 	}
+	tests = append(tests, outboxTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s, p := newStores(t)
