@@ -315,12 +315,12 @@ func (failingWrites) UpdateWithEvent(context.Context, connection.Connection, *co
 	return connection.Connection{}, errWriteLost
 }
 
-// TestSpentCodeWithALostWriteIsNeverUsedTwice: Complete spends the code
-// before it stores the connection. When the store fails in between, the
-// sign-in is lost (the user connects again) but nothing else: the earlier
-// connection is as it was, no event is sent, and the code cannot be used a
-// second time, by this user or anyone.
-func TestSpentCodeWithALostWriteIsNeverUsedTwice(t *testing.T) {
+// TestAFailedStoreKeepsTheSignIn: Complete spends the code before it
+// stores the connection. When the store fails, the signed-in result is put
+// back as it was: the earlier connection is untouched, no event is sent,
+// and a retry with the same code (by the same user) finishes the connect,
+// once.
+func TestAFailedStoreKeepsTheSignIn(t *testing.T) {
 	f := newFlow(t)
 	ev := withEvents(f)
 	ctx := context.Background()
@@ -338,6 +338,49 @@ func TestSpentCodeWithALostWriteIsNeverUsedTwice(t *testing.T) {
 		t.Fatalf("Complete with a lost write = %v, want the write's error", err)
 	}
 	f.svc.Store = healthy
+	if after, err := f.svc.Store.Get(ctx, "42"); err != nil || after.RefreshToken != before.RefreshToken || after.ETag != before.ETag {
+		t.Errorf("the earlier connection changed: %v %v", after, err)
+	}
+	if got := ev.types(); len(got) != 1 {
+		t.Errorf("events %v, want only the first connect's", got)
+	}
+	if _, err := f.svc.Complete(ctx, "42", code); err != nil {
+		t.Fatalf("retry with the same code after a failed store = %v, want it to finish the connect", err)
+	}
+	if _, err := f.svc.Complete(ctx, "42", code); !errors.Is(err, connectflow.ErrConnectCodeInvalid) {
+		t.Errorf("a second use of the code = %v, want ErrConnectCodeInvalid", err)
+	}
+}
+
+// failingPut is a pending store that cannot store anything new, as when
+// the process dies right after the code was spent.
+type failingPut struct{ connection.PendingStore }
+
+func (failingPut) PutPending(context.Context, connection.Pending) error { return errWriteLost }
+
+// TestSpentCodeWithALostWriteIsNeverUsedTwice: when neither the connection
+// nor the put-back can be stored (the process died in between), the
+// sign-in is lost (the user connects again) but nothing else: the earlier
+// connection is as it was, no event is sent, and the code cannot be used a
+// second time, by this user or anyone.
+func TestSpentCodeWithALostWriteIsNeverUsedTwice(t *testing.T) {
+	f := newFlow(t)
+	ev := withEvents(f)
+	ctx := context.Background()
+	if _, err := f.svc.Complete(ctx, "42", f.signIn(t, "42", "first")); err != nil {
+		t.Fatal(err)
+	}
+	before, err := f.svc.Store.Get(ctx, "42")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := f.signIn(t, "42", "second")
+	healthy, pending := f.svc.Store, f.svc.Pending
+	f.svc.Store, f.svc.Pending = failingWrites{healthy}, failingPut{pending}
+	if _, err := f.svc.Complete(ctx, "42", code); !errors.Is(err, errWriteLost) {
+		t.Fatalf("Complete with a lost write = %v, want the write's error", err)
+	}
+	f.svc.Store, f.svc.Pending = healthy, pending
 	if _, err := f.svc.Complete(ctx, "42", code); !errors.Is(err, connectflow.ErrConnectCodeInvalid) {
 		t.Errorf("retry with the spent code = %v, want ErrConnectCodeInvalid", err)
 	}

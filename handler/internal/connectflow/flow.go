@@ -399,6 +399,16 @@ func (s *Service) Complete(ctx context.Context, userID, connectCode string) (con
 	}
 	c, ev, err := s.save(ctx, c, event)
 	if err != nil {
+		// The code was spent but the connection could not be stored: put
+		// the signed-in result back as it was (same code, same expiry),
+		// so the CMS's retry with the same code can still finish it. Only
+		// the user it was issued for gets here. Should the put-back fail
+		// too (or the process die before it), the sign-in is lost and the
+		// user connects again; the code can never be used twice either way.
+		if perr := s.Pending.PutPending(context.WithoutCancel(ctx), pc.Unstored()); perr != nil {
+			s.Log.Warn().Str("event", "connect_restore_failed").Str("user_id", userID).Err(perr).
+				Msg("could not keep the signed-in result after a failed store; the user must connect again")
+		}
 		return connection.Connection{}, err
 	}
 	// Stored with its event: enqueue it now. A failure is logged by the

@@ -94,6 +94,13 @@ func (p Pending) String() string {
 // GoString keeps %#v from printing the verifier too.
 func (p Pending) GoString() string { return p.String() }
 
+// Unstored is p as a new entry for PutPending: the same ID, contents and
+// expiry, without the ETag of the row it was read from.
+func (p Pending) Unstored() Pending {
+	p.ETag = ""
+	return p
+}
+
 func boolStr(b bool) string {
 	if b {
 		return "true"
