@@ -81,9 +81,11 @@ func run() error {
   Logs (JSON lines):        %s
 
   Try it: log in as mara -> Connect -> pick an account on the sign-in page ->
-  back on the demo, which completes the connect for mara -> "Connected"; Fetch token; Call Graph /me; revoke the account on the stand-in's admin page,
-  then Fetch token again to see reconnect_required (the stand-in's tokens last
-  5 minutes, inside the connector's refresh margin, so every fetch refreshes).
+  back on the demo, which completes the connect for mara -> "Connected".
+  Fetch token; Call Graph /me; revoke the account on the stand-in's admin
+  page, then Fetch token again to see reconnect_required (the stand-in's
+  tokens last 5 minutes, inside the connector's refresh margin, so every
+  fetch refreshes).
   The leaked-link attack: as mara, "Create a connect link", switch to victor, open
   the link and sign in: nothing is connected for either (docs/cms-integration.md).
 
