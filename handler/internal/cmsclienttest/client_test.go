@@ -6,8 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -22,6 +20,7 @@ import (
 
 	"github.com/megdocs/msconnector/handler/internal/azurite"
 	"github.com/megdocs/msconnector/handler/internal/devstack"
+	"github.com/megdocs/msconnector/handler/internal/pythontest"
 )
 
 // SkipEnv is the one explicit opt-out: SKIP_PYTHON=1 skips the Python
@@ -38,8 +37,8 @@ func TestMain(m *testing.M) { os.Exit(azurite.RunTests(m)) }
 // delivery the handler really signed, and two signed-in connects left for
 // the client to complete: one by its own user, one by another user.
 func TestPythonClient(t *testing.T) {
-	py := python(t)
-	root := repoRoot(t)
+	py := pythontest.Find(t, SkipEnv, "the Python client test", []string{"python3-requests"}, "requests")
+	root := pythontest.RepoRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
@@ -283,59 +282,6 @@ func oidOf(t *testing.T, s *devstack.Stack, upn string) string {
 	return ""
 }
 
-// python finds a python3 that can import requests: $PYTHON when set, else
-// python3 on PATH, else Debian's /usr/bin/python3.
-func python(t *testing.T) string {
-	t.Helper()
-	if os.Getenv(SkipEnv) == "1" {
-		t.Skipf("%s=1: skipping the Python client test", SkipEnv)
-	}
-	candidates := []string{"python3", "/usr/bin/python3"}
-	if p := os.Getenv("PYTHON"); p != "" {
-		candidates = []string{p}
-	}
-	var tried []string
-	for _, c := range candidates {
-		p, err := exec.LookPath(c)
-		if err != nil {
-			tried = append(tried, c+": not found")
-			continue
-		}
-		out, err := exec.Command(p, "-c", "import requests").CombinedOutput()
-		if err == nil {
-			return p
-		}
-		tried = append(tried, fmt.Sprintf("%s: %s", p, lastLine(out)))
-	}
-	t.Fatalf("no python3 with the requests package (%s).\n"+
-		"Run `make test-deps` (installs Debian's python3-requests; needs root) or `apt-get install python3-requests`; "+
-		"%s=1 skips this test explicitly.", strings.Join(tried, "; "), SkipEnv)
-	return ""
-}
-
-func lastLine(b []byte) string {
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	return lines[len(lines)-1]
-}
-
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal(errors.New("go.mod not found above the working directory"))
-		}
-		dir = parent
-	}
-}
-
 func randomHex(t *testing.T, n int) string {
 	t.Helper()
 	b := make([]byte, n)
@@ -348,7 +294,7 @@ func randomHex(t *testing.T, n int) string {
 // TestDocEmbedsClient keeps docs/cms-integration.md's copy of the client
 // equal to the file the Python tests exercise.
 func TestDocEmbedsClient(t *testing.T) {
-	root := repoRoot(t)
+	root := pythontest.RepoRoot(t)
 	client, err := os.ReadFile(filepath.Join(root, "docs", "cms-client", "megdocs_connector.py"))
 	if err != nil {
 		t.Fatal(err)

@@ -3,8 +3,6 @@ package djangotest
 import (
 	"bytes"
 	"context"
-	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +12,7 @@ import (
 
 	"github.com/megdocs/msconnector/handler/internal/azurite"
 	"github.com/megdocs/msconnector/handler/internal/devstack"
+	"github.com/megdocs/msconnector/handler/internal/pythontest"
 )
 
 // SkipEnv is the one explicit opt-out: SKIP_DJANGO=1 skips the Django
@@ -29,7 +28,7 @@ func TestMain(m *testing.M) { os.Exit(azurite.RunTests(m)) }
 // TestDjangoReferenceIntegration runs `manage.py test microsoft` with the
 // connector's URL and CMS API key.
 func TestDjangoReferenceIntegration(t *testing.T) {
-	py := python(t)
+	py := pythontest.Find(t, SkipEnv, "the Django reference integration's tests", []string{"python3-django", "python3-requests"}, "django", "requests")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	logs := &bytes.Buffer{}
@@ -50,7 +49,7 @@ func TestDjangoReferenceIntegration(t *testing.T) {
 	})
 
 	cmd := exec.CommandContext(ctx, py, "-B", "manage.py", "test", "microsoft", "-v", "2")
-	cmd.Dir = filepath.Join(repoRoot(t), "docs", "cms-client", "django")
+	cmd.Dir = filepath.Join(pythontest.RepoRoot(t), "docs", "cms-client", "django")
 	cmd.Env = append(os.Environ(),
 		"PYTHONDONTWRITEBYTECODE=1",
 		"STRICT=1",
@@ -73,64 +72,11 @@ func TestDjangoReferenceIntegration(t *testing.T) {
 	}
 }
 
-// python finds a python3 that can import django and requests: $PYTHON when
-// set, else python3 on PATH, else Debian's /usr/bin/python3.
-func python(t *testing.T) string {
-	t.Helper()
-	if os.Getenv(SkipEnv) == "1" {
-		t.Skipf("%s=1: skipping the Django reference integration's tests", SkipEnv)
-	}
-	candidates := []string{"python3", "/usr/bin/python3"}
-	if p := os.Getenv("PYTHON"); p != "" {
-		candidates = []string{p}
-	}
-	var tried []string
-	for _, c := range candidates {
-		p, err := exec.LookPath(c)
-		if err != nil {
-			tried = append(tried, c+": not found")
-			continue
-		}
-		out, err := exec.Command(p, "-c", "import django, requests").CombinedOutput()
-		if err == nil {
-			return p
-		}
-		tried = append(tried, fmt.Sprintf("%s: %s", p, lastLine(out)))
-	}
-	t.Fatalf("no python3 with Django and requests (%s).\n"+
-		"Run `make test-deps` (installs Debian's python3-django and python3-requests; needs root) or "+
-		"`apt-get install python3-django python3-requests`; %s=1 skips this test explicitly.", strings.Join(tried, "; "), SkipEnv)
-	return ""
-}
-
-func lastLine(b []byte) string {
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	return lines[len(lines)-1]
-}
-
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal(errors.New("go.mod not found above the working directory"))
-		}
-		dir = parent
-	}
-}
-
 // TestDocEmbedsReferenceCode keeps docs/cms-integration.md's copies of the
 // reference integration equal to the files the Django tests exercise: the
 // return view, the connect view and connector.py.
 func TestDocEmbedsReferenceCode(t *testing.T) {
-	root := repoRoot(t)
+	root := pythontest.RepoRoot(t)
 	read := func(parts ...string) string {
 		t.Helper()
 		b, err := os.ReadFile(filepath.Join(append([]string{root}, parts...)...))
