@@ -27,7 +27,7 @@ type codeLog struct {
 // devOnly are handler packages that never run in Azure.
 var devOnly = map[string]bool{
 	"cmd": true, "azurite": true, "devidp": true, "devstack": true, "democms": true, "logtest": true,
-	"faulttest": true, "browsertest": true, "cmsclienttest": true, "clocktest": true, "devproc": true, "memstore": true,
+	"faulttest": true, "browsertest": true, "cmsclienttest": true, "pythontest": true, "clocktest": true, "devproc": true, "memstore": true,
 }
 
 // zerologFields are zerolog.Event (and Context) methods whose first argument

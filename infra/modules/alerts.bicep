@@ -187,7 +187,7 @@ var charts = [
     query: loadTextContent('../queries/workbook-refresh-outcomes.kql')
   }
   {
-    title: 'Connections (refresh_swept)'
+    title: 'Connections by status (refresh_swept)'
     query: loadTextContent('../queries/workbook-connections.kql')
   }
   {

@@ -162,6 +162,11 @@ func (s *Sweeper) logSummary(sum Summary) {
 		Int64("reconnect_required", sum.ReconnectRequired).
 		Int64("transient_failures", sum.TransientFailures).
 		Int64("skipped", sum.Skipped).Int64("connections_total", sum.ConnectionsTotal).
+		// Counts by status as listed, for the workbook's "connections by
+		// status" chart (the same counts diagnostics reads from the record).
+		Int64("connections_connected", sum.Statuses[connection.StatusConnected]).
+		Int64("connections_reconnect_required", sum.Statuses[connection.StatusReconnectRequired]).
+		Int64("connections_missing_scope", sum.MissingScope).
 		Int("sessions_deleted", sum.SessionsDeleted).Int64("duration_ms", sum.DurationMS).
 		Str("stopped_by", sum.StoppedBy).Msg("refresh sweep finished")
 }

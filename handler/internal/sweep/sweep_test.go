@@ -1,9 +1,12 @@
 package sweep
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -251,5 +254,37 @@ func TestSweepConfigurationStopWrapsTheCause(t *testing.T) {
 	cause := context.Cause(r.ctx)
 	if !errors.Is(cause, errConfiguration) || !errors.Is(cause, invalidClient) {
 		t.Errorf("stop cause = %v: want it to wrap errConfiguration and the token service's error", cause)
+	}
+}
+
+// The refresh_swept line carries the counts by status (and those missing a
+// required scope) as listed: the workbook's "connections by status" chart
+// reads them (infra/queries/workbook-connections.kql).
+func TestSweptLineCountsByStatus(t *testing.T) {
+	store := memstore.New(memstore.Options{Now: time.Now})
+	seed(t, store, 3, 2, 4)
+	var logs bytes.Buffer
+	s := newSweeper(store, &fakeTokens{seen: map[string]int{}}, func() time.Time { return t0 })
+	s.Log = zerolog.New(&logs)
+	s.RequiredScopes = []string{"Files.ReadWrite.All"}
+	if _, err := s.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var line map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m["event"] == "refresh_swept" {
+			line = m
+		}
+	}
+	if line == nil {
+		t.Fatalf("no refresh_swept line:\n%s", logs.String())
+	}
+	for field, want := range map[string]float64{
+		"connections_total": 9, "connections_connected": 5, "connections_reconnect_required": 4, "connections_missing_scope": 9,
+	} {
+		if got, ok := line[field].(float64); !ok || got != want {
+			t.Errorf("refresh_swept %s = %v, want %v", field, line[field], want)
+		}
 	}
 }
