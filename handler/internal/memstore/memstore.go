@@ -395,13 +395,9 @@ func (s *Store) MarkUsed(_ context.Context, p connection.Pending) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	k := pendingKey{p.Kind, p.ID}
-	cur, ok := s.pending[k]
-	switch {
-	case !ok:
-		return fmt.Errorf("memstore: mark used: %w", connection.ErrNotFound)
-	case cur.ETag != p.ETag:
-		return fmt.Errorf("memstore: mark used: %w: etag changed", connection.ErrConflict)
+	k, cur, err := s.pendingAt(p, "mark used")
+	if err != nil {
+		return err
 	}
 	cur.Used = true
 	cur.ETag = s.nextETag()
@@ -420,16 +416,26 @@ func (s *Store) DeletePending(_ context.Context, p connection.Pending) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	k, _, err := s.pendingAt(p, "delete pending")
+	if err != nil {
+		return err
+	}
+	delete(s.pending, k)
+	return nil
+}
+
+// pendingAt returns the stored entry p was read from, if its ETag is still
+// p's: the condition of every conditional pending write. s.mu is held.
+func (s *Store) pendingAt(p connection.Pending, op string) (pendingKey, connection.Pending, error) {
 	k := pendingKey{p.Kind, p.ID}
 	cur, ok := s.pending[k]
 	switch {
 	case !ok:
-		return fmt.Errorf("memstore: delete pending: %w", connection.ErrNotFound)
+		return k, cur, fmt.Errorf("memstore: %s: %w", op, connection.ErrNotFound)
 	case cur.ETag != p.ETag:
-		return fmt.Errorf("memstore: delete pending: %w: etag changed", connection.ErrConflict)
+		return k, cur, fmt.Errorf("memstore: %s: %w: etag changed", op, connection.ErrConflict)
 	}
-	delete(s.pending, k)
-	return nil
+	return k, cur, nil
 }
 
 // storedGrant is what tablestore reads back: only a pending connect keeps
